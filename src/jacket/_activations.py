@@ -1,0 +1,120 @@
+"""Parameter-free layers: elementwise activations and the softmax family (over the last axis)."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+from ._layer import Elementwise, Layer
+from .operators import DiagonalPlusLowRank, Structure
+
+__all__ = ["Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax", "LogSoftmax"]
+
+
+class Tanh(Elementwise):
+    """``y = tanh(x)``; ``f'(x) = 1 - y²`` (reuses the output)."""
+
+    def apply(self, params, x):
+        return jnp.tanh(x)
+
+    def derivative(self, x, y):
+        return 1 - y * y
+
+
+class Sigmoid(Elementwise):
+    """``y = σ(x) = 1 / (1 + e^{-x})``; ``f'(x) = y (1 - y)`` (reuses the output)."""
+
+    def apply(self, params, x):
+        return jax.nn.sigmoid(x)
+
+    def derivative(self, x, y):
+        return y * (1 - y)
+
+
+class ReLU(Elementwise):
+    """``y = max(x, 0)``; ``f'(x) = 1[x > 0]`` (0 at x = 0, as in JAX)."""
+
+    def apply(self, params, x):
+        return jnp.maximum(x, 0)
+
+    def derivative(self, x, y):
+        return (x > 0).astype(y.dtype)
+
+
+class Softplus(Elementwise):
+    """``y = log(1 + eˣ)``, computed stably as ``max(x, 0) + log1p(e^{-|x|})``; ``f'(x) = σ(x)``."""
+
+    def apply(self, params, x):
+        return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+    def derivative(self, x, y):
+        return jax.nn.sigmoid(x)
+
+
+class GELU(Elementwise):
+    """Exact GELU ``y = x Φ(x)``, Φ the standard normal CDF (erf form); ``f'(x) = Φ(x) + x φ(x)``."""
+
+    def apply(self, params, x):
+        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+    def derivative(self, x, y):
+        cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+        pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return cdf + x * pdf
+
+
+class _LastAxisLowRank(Layer):
+    """Shared cost declaration of the softmax family: Jacobian = diagonal + rank one."""
+
+    def jvp_cost(self, in_dim):
+        return 2 * in_dim  # one dot product with s, one elementwise product
+
+    def jacobian_structure(self, in_dim):
+        return Structure("dplr", in_dim, in_dim, 1)
+
+    def jacobian_cost(self, in_dim):
+        return in_dim
+
+
+class Softmax(_LastAxisLowRank):
+    """``y = s = softmax(x)`` over the last axis (max-shifted). Jacobian ``diag(s) - s sᵀ``:
+    ``y_dot = s ⊙ (x_dot - ⟨s, x_dot⟩)``, and the same form for the VJP (it is symmetric)."""
+
+    def apply(self, params, x):
+        z = x - jax.lax.stop_gradient(x.max(axis=-1, keepdims=True))
+        e = jnp.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        if x_dot is None:
+            return jnp.zeros_like(y)
+        return y * (x_dot - (y * x_dot).sum(axis=-1, keepdims=True))
+
+    def vjp(self, params, x, y, y_bar):
+        return {}, y * (y_bar - (y * y_bar).sum(axis=-1, keepdims=True))
+
+    def jacobian(self, params, x, y):
+        return DiagonalPlusLowRank(y, -y[:, None], y[:, None])
+
+
+class LogSoftmax(_LastAxisLowRank):
+    """``y = x - logsumexp(x)`` over the last axis (stable). With ``s = exp(y)``, the Jacobian is
+    ``I - 1 sᵀ``: ``y_dot = x_dot - ⟨s, x_dot⟩``, ``x_bar = y_bar - s Σ y_bar``."""
+
+    def apply(self, params, x):
+        z = x - jax.lax.stop_gradient(x.max(axis=-1, keepdims=True))
+        return z - jnp.log(jnp.exp(z).sum(axis=-1, keepdims=True))
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        if x_dot is None:
+            return jnp.zeros_like(y)
+        return x_dot - (jnp.exp(y) * x_dot).sum(axis=-1, keepdims=True)
+
+    def vjp(self, params, x, y, y_bar):
+        return {}, y_bar - jnp.exp(y) * y_bar.sum(axis=-1, keepdims=True)
+
+    def jacobian(self, params, x, y):
+        ones = jnp.ones_like(y)
+        return DiagonalPlusLowRank(ones, -ones[:, None], jnp.exp(y)[:, None])
