@@ -166,12 +166,12 @@ class Chain:
         from .planner import make_plan
         return make_plan(self, order)
 
-    def jacobian(self, params, x, order="optimal"):
+    def jacobian(self, params, x, order="optimal", mesh=None):
         """The ``(n_N, n_0)`` Jacobian at x ``(n_0,)`` (or ``(batch, n_N, n_0)`` for a batch),
         accumulated in ``order``: ``"forward"``, ``"reverse"``, ``"optimal"``, a bracketing such
         as ``"(J3 (J2 J1))"``, or a :class:`~jacket.Plan`."""
         from .executor import jacobian
-        return jacobian(self, params, x, order)
+        return jacobian(self, params, x, order, mesh)
 
 
 def value_and_grad(chain: Chain, loss) -> Callable:

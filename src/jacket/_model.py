@@ -1,0 +1,137 @@
+"""The static cost model of a chain: plan nodes and how much each accumulation step costs.
+
+Factors are numbered as in the product ``J = J_N ⋯ J_1``: ``J_i`` is layer ``i``'s Jacobian, of
+shape ``n_i × n_{i-1}``. A plan is a tree of :class:`Node` s, each computing the sub-product
+``J_hi ⋯ J_lo`` by one of four moves:
+
+* ``JAC``  materialise one factor through its layer's structured ``jacobian``;
+* ``TAN``  push ``c`` tangent columns forward through the JVP rules of a sub-chain, either the
+  ``n_{lo-1}`` unit vectors or the columns of an already accumulated ``J_k ⋯ J_lo`` (its seed);
+* ``ADJ``  pull ``r`` cotangent rows back through the VJP rules, either the ``n_hi`` unit vectors
+  or the rows of an accumulated ``J_hi ⋯ J_{k+1}`` (its seed);
+* ``MUL``  multiply two accumulated sub-products, keeping their structure.
+
+Costs are in fma and are computed here once, with Python ints, for parsed orders and planned
+ones alike, so that ``chain.plan(plan.order).fma == plan.fma`` holds by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from .operators import Structure
+
+__all__ = ["Node", "Model"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One step of a plan computing ``J_hi ⋯ J_lo`` (1-based, ``lo ≤ hi``).
+
+    ``seed`` (TAN/ADJ) is the accumulated sub-product the rules are applied to, or ``None`` for
+    unit vectors; ``through = (a, b)`` are the factors whose rules run. MUL has ``left``
+    (later factors) and ``right`` (earlier). ``step_fma`` is this step alone, ``fma`` the subtree.
+    """
+
+    op: str
+    lo: int
+    hi: int
+    structure: Structure
+    step_fma: int
+    fma: int
+    seed: "Node | None" = None
+    through: tuple[int, int] | None = None
+    left: "Node | None" = None
+    right: "Node | None" = None
+    peak: int = field(default=0, compare=False)
+
+    def children(self) -> tuple["Node", ...]:
+        return tuple(c for c in (self.seed, self.left, self.right) if c is not None)
+
+    def postorder(self):
+        for child in self.children():
+            yield from child.postorder()
+        yield self
+
+
+class Model:
+    """Per-factor costs of a chain (fma) and constructors for plan nodes.
+
+    ``dims[i]`` is n_i; ``jvp[i]``, ``vjp[i]`` the cost of one vector through factor i's rules;
+    ``jac_structure[i]``, ``jac_cost[i]`` what materialising factor i gives and costs.
+    """
+
+    def __init__(self, chain):
+        self.n = len(chain)
+        self.dims = tuple(chain.dims)
+        layers = chain.layers
+        d = self.dims
+        self.jvp = (0,) + tuple(int(layers[i - 1].jvp_cost(d[i - 1])) for i in range(1, self.n + 1))
+        self.vjp = (0,) + tuple(int(layers[i - 1].vjp_cost(d[i - 1])) for i in range(1, self.n + 1))
+        self.jac_cost = (0,) + tuple(int(layers[i - 1].jacobian_cost(d[i - 1])) for i in range(1, self.n + 1))
+        structures = [None]
+        for i in range(1, self.n + 1):
+            s = layers[i - 1].jacobian_structure(d[i - 1])
+            if s.shape != (d[i], d[i - 1]):
+                raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure of shape "
+                                 f"{s.shape}, but maps width {d[i - 1]} to {d[i]}")
+            if s.kind != "matrix" and d[i] != d[i - 1]:
+                raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a {s.kind} Jacobian for a "
+                                 f"non-square map {d[i - 1]} -> {d[i]}")
+            structures.append(s)
+        self.jac_structure = tuple(structures)
+        self.jvp_prefix = tuple(accumulate(self.jvp))  # jvp_prefix[i] = Σ_{t≤i} jvp[t]
+        self.vjp_prefix = tuple(accumulate(self.vjp))
+
+    # ---- sums of rule costs over factors a..b ----------------------------------------------
+    def jvp_sum(self, a, b):
+        return self.jvp_prefix[b] - self.jvp_prefix[a - 1]
+
+    def vjp_sum(self, a, b):
+        return self.vjp_prefix[b] - self.vjp_prefix[a - 1]
+
+    def _sweep_peak(self, count, a, b):
+        """Floats live while ``count`` vectors run through factors a..b (input and output buffers)."""
+        return count * max(self.dims[t - 1] + self.dims[t] for t in range(a, b + 1))
+
+    # ---- node constructors -------------------------------------------------------------
+    def jac(self, i) -> Node:
+        s = self.jac_structure[i]
+        return Node("JAC", i, i, s, self.jac_cost[i], self.jac_cost[i], peak=s.size)
+
+    def tan(self, lo, hi, seed: Node | None = None) -> Node:
+        """Tangent accumulation of ``J_hi ⋯ J_lo``: unit columns through lo..hi, or the columns of
+        ``seed`` (= ``J_k ⋯ J_lo``) through k+1..hi."""
+        a = lo if seed is None else seed.hi + 1
+        columns = self.dims[lo - 1]
+        step = columns * self.jvp_sum(a, hi)
+        out = Structure("matrix", self.dims[hi], columns)
+        sweep = self._sweep_peak(columns, a, hi)
+        peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
+        return Node("TAN", lo, hi, out, step, step + (seed.fma if seed else 0), seed=seed,
+                    through=(a, hi), peak=peak)
+
+    def adj(self, lo, hi, seed: Node | None = None) -> Node:
+        """Adjoint accumulation of ``J_hi ⋯ J_lo``: unit rows through hi..lo, or the rows of
+        ``seed`` (= ``J_hi ⋯ J_{k+1}``) through k..lo."""
+        b = hi if seed is None else seed.lo - 1
+        rows = self.dims[hi]
+        step = rows * self.vjp_sum(lo, b)
+        out = Structure("matrix", rows, self.dims[lo - 1])
+        sweep = self._sweep_peak(rows, lo, b)
+        peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
+        return Node("ADJ", lo, hi, out, step, step + (seed.fma if seed else 0), seed=seed,
+                    through=(lo, b), peak=peak)
+
+    def mul(self, left: Node, right: Node) -> Node:
+        """``left @ right`` where left = J_hi ⋯ J_k+1 and right = J_k ⋯ J_lo."""
+        s, step = left.structure.matmul(right.structure)
+        held = left.structure.size
+        peak = max(left.peak, held + right.peak, held + right.structure.size + s.size)
+        return Node("MUL", right.lo, left.hi, s, step, step + left.fma + right.fma,
+                    left=left, right=right, peak=peak)
+
+    @property
+    def tape_floats(self) -> int:
+        """Floats in the activations x_0 … x_N kept by the forward pass."""
+        return sum(self.dims)
