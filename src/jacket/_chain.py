@@ -161,15 +161,17 @@ class Chain:
         return tuple(params_bar), y_bar
 
     # ---- orders (see planner.py) -------------------------------------------------------
-    def plan(self, order="optimal"):
-        """The static :class:`~jacket.Plan` for ``order`` (no arrays needed)."""
+    def plan(self, order="optimal", devices: int = 1):
+        """The static :class:`~jacket.Plan` for ``order`` (no arrays needed). With ``devices > 1``
+        the TAN/ADJ seeds are split across that many devices and costs are per device."""
         from .planner import make_plan
-        return make_plan(self, order)
+        return make_plan(self, order, devices)
 
     def jacobian(self, params, x, order="optimal", mesh=None):
         """The ``(n_N, n_0)`` Jacobian at x ``(n_0,)`` (or ``(batch, n_N, n_0)`` for a batch),
         accumulated in ``order``: ``"forward"``, ``"reverse"``, ``"optimal"``, a bracketing such
-        as ``"(J3 (J2 J1))"``, or a :class:`~jacket.Plan`."""
+        as ``"(J3 (J2 J1))"``, or a :class:`~jacket.Plan`. With a ``jax.sharding.Mesh``, the seeds of
+        every TAN/ADJ step (and the batch, for a batched x) are split across its devices."""
         from .executor import jacobian
         return jacobian(self, params, x, order, mesh)
 

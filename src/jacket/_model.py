@@ -57,11 +57,17 @@ class Node:
 class Model:
     """Per-factor costs of a chain (fma) and constructors for plan nodes.
 
+    With ``devices > 1`` the seeds of every TAN/ADJ step are split across devices, so those
+    steps cost ``ceil(count / devices)`` sweeps per device; products (MUL) are counted whole.
+
     ``dims[i]`` is n_i; ``jvp[i]``, ``vjp[i]`` the cost of one vector through factor i's rules;
     ``jac_structure[i]``, ``jac_cost[i]`` what materialising factor i gives and costs.
     """
 
-    def __init__(self, chain):
+    def __init__(self, chain, devices: int = 1):
+        if int(devices) < 1:
+            raise ValueError(f"devices must be a positive integer, got {devices}")
+        self.devices = int(devices)
         self.n = len(chain)
         self.dims = tuple(chain.dims)
         layers = chain.layers
@@ -90,6 +96,10 @@ class Model:
     def vjp_sum(self, a, b):
         return self.vjp_prefix[b] - self.vjp_prefix[a - 1]
 
+    def per_device(self, count: int) -> int:
+        """Seed vectors each device handles when ``count`` are split over the devices."""
+        return -(-count // self.devices)
+
     def _sweep_peak(self, count, a, b):
         """Floats live while ``count`` vectors run through factors a..b (input and output buffers)."""
         return count * max(self.dims[t - 1] + self.dims[t] for t in range(a, b + 1))
@@ -104,9 +114,9 @@ class Model:
         ``seed`` (= ``J_k ⋯ J_lo``) through k+1..hi."""
         a = lo if seed is None else seed.hi + 1
         columns = self.dims[lo - 1]
-        step = columns * self.jvp_sum(a, hi)
+        step = self.per_device(columns) * self.jvp_sum(a, hi)
         out = Structure("matrix", self.dims[hi], columns)
-        sweep = self._sweep_peak(columns, a, hi)
+        sweep = self._sweep_peak(self.per_device(columns), a, hi)
         peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
         return Node("TAN", lo, hi, out, step, step + (seed.fma if seed else 0), seed=seed,
                     through=(a, hi), peak=peak)
@@ -116,9 +126,9 @@ class Model:
         ``seed`` (= ``J_hi ⋯ J_{k+1}``) through k..lo."""
         b = hi if seed is None else seed.lo - 1
         rows = self.dims[hi]
-        step = rows * self.vjp_sum(lo, b)
+        step = self.per_device(rows) * self.vjp_sum(lo, b)
         out = Structure("matrix", rows, self.dims[lo - 1])
-        sweep = self._sweep_peak(rows, lo, b)
+        sweep = self._sweep_peak(self.per_device(rows), lo, b)
         peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
         return Node("ADJ", lo, hi, out, step, step + (seed.fma if seed else 0), seed=seed,
                     through=(lo, b), peak=peak)

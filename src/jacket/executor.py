@@ -28,8 +28,12 @@ __all__ = ["jacobian", "jacobian_operator"]
 
 def jacobian(chain, params, x, order="optimal", mesh=None):
     """Dense Jacobian of ``chain`` at ``x``: ``(n_N, n_0)`` for x ``(n_0,)``, or
-    ``(batch, n_N, n_0)`` for x ``(batch, n_0)``, accumulated as ``order`` says."""
-    plan = make_plan(chain, order)
+    ``(batch, n_N, n_0)`` for x ``(batch, n_0)``, accumulated as ``order`` says.
+
+    With a ``jax.sharding.Mesh``, an order string is planned for ``mesh.size`` devices, the seeds
+    of every TAN/ADJ step are split across all the mesh's devices (padded to a multiple of the
+    device count), and a batch of examples is split across them instead."""
+    plan = make_plan(chain, order, 1 if mesh is None else mesh.size)
     chain._check_params(params, "Chain.jacobian")
     x = check_input(x, chain.dims[0], "Chain.jacobian")
     if mesh is not None:
@@ -40,55 +44,58 @@ def jacobian(chain, params, x, order="optimal", mesh=None):
     return _dense(chain, plan, params, x)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _dense(chain, plan: Plan, params, x):
-    return jacobian_operator(chain, plan, params, x).to_dense()
+@partial(jax.jit, static_argnums=(0, 1, 4))
+def _dense(chain, plan: Plan, params, x, mesh=None):
+    return jacobian_operator(chain, plan, params, x, mesh).to_dense()
 
 
-def jacobian_operator(chain, plan: Plan, params, x, seed_sharding=None) -> LinearOperator:
+def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator:
     """The plan's result as a (possibly structured) operator, for one example x ``(n_0,)``.
-    ``seed_sharding``, if given, is applied to every TAN/ADJ seed batch (see sharding.py)."""
+    With ``mesh``, every TAN/ADJ seed batch is split across the mesh's devices."""
     _, tape = chain.forward(params, x)
-    return _run(chain, plan.root, params, tape, seed_sharding)
+    return _run(chain, plan.root, params, tape, mesh)
 
 
-def _run(chain, node: Node, params, tape, seed_sharding) -> LinearOperator:
+def _run(chain, node: Node, params, tape, mesh) -> LinearOperator:
     layers = chain.layers
     if node.op == "JAC":
         i = node.lo
         op = layers[i - 1].jacobian(params[i - 1], tape[i - 1], tape[i])
         return op if isinstance(op, LinearOperator) else Matrix(jnp.asarray(op))
     if node.op == "MUL":
-        return _run(chain, node.left, params, tape, seed_sharding) @ _run(chain, node.right, params, tape, seed_sharding)
+        return _run(chain, node.left, params, tape, mesh) @ _run(chain, node.right, params, tape, mesh)
     a, b = node.through
     dtype = tape[0].dtype
     if node.op == "TAN":
         if node.seed is None:
             columns = jnp.eye(chain.dims[a - 1], dtype=dtype)  # one unit tangent per row
         else:
-            columns = _run(chain, node.seed, params, tape, seed_sharding).to_dense().T
-        columns = _constrain(columns, seed_sharding)
+            columns = _run(chain, node.seed, params, tape, mesh).to_dense().T
 
         def push(t):
             for i in range(a, b + 1):
                 t = layers[i - 1].jvp(params[i - 1], tape[i - 1], tape[i], t)
             return t
-        return Matrix(jax.vmap(push)(columns).T)
+        return Matrix(_sweep(push, columns, mesh).T)
     # ADJ
     if node.seed is None:
         rows = jnp.eye(chain.dims[b], dtype=dtype)
     else:
-        rows = _run(chain, node.seed, params, tape, seed_sharding).to_dense()
-    rows = _constrain(rows, seed_sharding)
+        rows = _run(chain, node.seed, params, tape, mesh).to_dense()
 
     def pull(r):
         for i in range(b, a - 1, -1):
             r = layers[i - 1].vjp(params[i - 1], tape[i - 1], tape[i], r)[1]
         return r
-    return Matrix(jax.vmap(pull)(rows))
+    return Matrix(_sweep(pull, rows, mesh))
 
 
-def _constrain(seeds, sharding):
-    if sharding is None:
-        return seeds
-    return jax.lax.with_sharding_constraint(seeds, sharding(seeds.shape[0]))
+def _sweep(rule, seeds, mesh):
+    """``vmap(rule)`` over the seed vectors (rows of ``seeds``); with a mesh, the seeds are padded
+    to a multiple of the device count and split across all devices, and the padding dropped."""
+    if mesh is None:
+        return jax.vmap(rule)(seeds)
+    from .sharding import pad_rows, seed_sharding
+    count = seeds.shape[0]
+    seeds = jax.lax.with_sharding_constraint(pad_rows(seeds, mesh.size), seed_sharding(mesh))
+    return jax.vmap(rule)(seeds)[:count]

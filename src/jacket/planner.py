@@ -51,12 +51,14 @@ class Plan:
     reverse_fma: int
     tape_floats: int
     name: str = ""
+    devices: int = 1
 
     def __eq__(self, other):
-        return isinstance(other, Plan) and (self.root, self.dims) == (other.root, other.dims)
+        return isinstance(other, Plan) and (self.root, self.dims, self.devices) == \
+            (other.root, other.dims, other.devices)
 
     def __hash__(self):
-        return hash((self.root, self.dims))
+        return hash((self.root, self.dims, self.devices))
 
     @property
     def fma(self) -> int:
@@ -101,6 +103,9 @@ class Plan:
             f"  {'largest intermediate:':<24}{self.largest_intermediate:>{width},} floats",
             f"  {'peak memory:':<24}{self.peak_memory:>{width},} floats (activations included)",
         ]
+        if self.devices > 1:
+            head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
+                           f"TAN/ADJ seeds split, products whole)")
         rows = []
         for k, step in enumerate(self.steps, 1):
             rows.append((k, step.op, _describe(step), step.structure.describe(), step.step_fma))
@@ -122,14 +127,15 @@ def _describe(step: Node) -> str:
     return f"{src} → {span(a, b)} ({step.structure.rows} rows)"
 
 
-def make_plan(chain, order="optimal") -> Plan:
+def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
     """The :class:`Plan` of ``order`` for ``chain``: a Plan (returned as is if it fits the chain),
-    ``"forward"``, ``"reverse"``, ``"optimal"``, or an order string (see ``_orders.py``)."""
-    model = Model(chain)
+    ``"forward"``, ``"reverse"``, ``"optimal"``, or an order string (see ``_orders.py``).
+    ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device)."""
     if isinstance(order, Plan):
-        if order.dims != model.dims:
-            raise ValueError(f"this plan was made for a chain of widths {order.dims}, not {model.dims}")
+        if order.dims != tuple(chain.dims):
+            raise ValueError(f"this plan was made for a chain of widths {order.dims}, not {tuple(chain.dims)}")
         return order
+    model = Model(chain, devices)
     if not isinstance(order, str):
         raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
     key = order.strip().lower()
@@ -141,7 +147,8 @@ def make_plan(chain, order="optimal") -> Plan:
         root, name = optimal_plan(model), "optimal"
     else:
         root, name = parse_order(order, model), ""
-    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats, name)
+    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
+                name, model.devices)
 
 
 # Move codes stored by the DP, per interval and result form.
@@ -155,6 +162,7 @@ def optimal_plan(model: Model) -> Node:
     ``fma · scale + steps``, exact in int64 for chains up to about 10¹⁵ fma.
     """
     n, d = model.n, np.asarray(model.dims, dtype=np.int64)
+    per_device = -(-d // model.devices)  # seeds per device for TAN/ADJ steps
     scale = 1 << max(4, (4 * n).bit_length())
     if model.tan(1, n).fma >= _INF // (4 * scale) or model.adj(1, n).fma >= _INF // (4 * scale):
         raise ValueError(f"chain too large to plan exactly in int64 (widths {model.dims})")
@@ -169,8 +177,8 @@ def optimal_plan(model: Model) -> Node:
     split_s = np.zeros((n + 2, n + 2), dtype=np.int64)
 
     for i in range(1, n + 1):
-        tan = scale * d[i - 1] * model.jvp[i] + 1
-        adj = scale * d[i] * model.vjp[i] + 1
+        tan = scale * per_device[i - 1] * model.jvp[i] + 1
+        adj = scale * per_device[i] * model.vjp[i] + 1
         jac = scale * model.jac_cost[i] + 1
         best, move = (tan, _TAN) if tan <= adj else (adj, _ADJ)
         if model.jac_structure[i].kind == "matrix":
@@ -186,6 +194,7 @@ def optimal_plan(model: Model) -> Node:
         k = i[:, None] + np.arange(length - 1)[None, :]  # splits: right half i..k, left half k+1..j
         I, J = i[:, None], j[:, None]
         rows, inner, cols = d[J], d[k], d[I - 1]
+        rows_dev, cols_dev = per_device[J], per_device[I - 1]
         m_left, m_right = key_m[k + 1, J], key_m[I, k]
         s_left, s_right = key_s[k + 1, J], key_s[I, k]
         r_left, r_right = rank[k + 1, J], rank[I, k]
@@ -193,15 +202,15 @@ def optimal_plan(model: Model) -> Node:
         best_right = np.minimum(m_right, s_right)
         whole = np.ones_like(k)
         candidates = [
-            whole * (cols * (jvp_prefix[J] - jvp_prefix[I - 1]) + 1),                          # TAN
-            whole * (rows * (vjp_prefix[J] - vjp_prefix[I - 1]) + 1),                          # ADJ
+            whole * (cols_dev * (jvp_prefix[J] - jvp_prefix[I - 1]) + 1),                      # TAN
+            whole * (rows_dev * (vjp_prefix[J] - vjp_prefix[I - 1]) + 1),                      # ADJ
             whole * _INF,                                                                      # (JAC)
             m_left + m_right + scale * rows * inner * cols + 1,                                # M @ M
             np.where(r_right >= 0, m_left + s_right + scale * rows * inner * (1 + 2 * r_right) + 1, _INF),
             np.where(r_left >= 0, s_left + m_right + scale * inner * cols * (1 + 2 * r_left) + 1, _INF),
             whole * _INF,                                                                      # (S @ S)
-            best_right + cols * (jvp_prefix[J] - jvp_prefix[k]) + 1,                           # push
-            best_left + rows * (vjp_prefix[k] - vjp_prefix[I - 1]) + 1,                        # pull
+            best_right + cols_dev * (jvp_prefix[J] - jvp_prefix[k]) + 1,                       # push
+            best_left + rows_dev * (vjp_prefix[k] - vjp_prefix[I - 1]) + 1,                    # pull
         ]
         flat = np.stack([_clip(c) for c in candidates], axis=1).reshape(len(i), -1)  # moves × splits
         arg = flat.argmin(axis=1)
@@ -209,7 +218,11 @@ def optimal_plan(model: Model) -> Node:
         key_m[i, j] = flat[row, arg]
         move_m[i, j], split_m[i, j] = arg // k.shape[1], k[row, arg % k.shape[1]]
         # structured result: both halves structured; its kind and rank don't depend on the split
-        product = scale * inner * (1 + r_left + r_right + 2 * r_left * r_right) + 1
+        # as Structure.matmul: a diagonal times anything costs the other's size, n(1 + 2k);
+        # only two dplr factors cost n(1 + k1 + k2 + 2 k1 k2) (the formula is n(1 + k) at k1 = 0)
+        lowrank = inner * (1 + r_left + r_right + 2 * r_left * r_right)
+        product = scale * np.where((r_left == 0) | (r_right == 0), inner * (1 + 2 * (r_left + r_right)),
+                                   lowrank) + 1
         ss = np.where((r_left >= 0) & (r_right >= 0), _clip(s_left + s_right + product), _INF)
         arg_s = ss.argmin(axis=1)
         key_s[i, j] = ss[row, arg_s]
