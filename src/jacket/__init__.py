@@ -10,12 +10,13 @@ from ._dense import Dense
 from ._layer import Elementwise, Layer
 from ._losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from ._norm import LayerNorm
-from . import operators
+from .planner import Plan
+from . import operators, sharding
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
-    "SoftmaxCrossEntropy", "Chain", "value_and_grad", "operators",
+    "SoftmaxCrossEntropy", "Chain", "value_and_grad", "Plan", "operators", "sharding",
 ]
