@@ -67,14 +67,19 @@ class Dense(Layer):
     def vjp(self, params, x, y, y_bar):
         # w_bar = xᵀ y_bar summed over the batch (an outer product per example), b_bar = Σ y_bar,
         # x_bar = y_bar wᵀ. See notes/backprop.md, "the weight gradient".
+        # Both products are written as dot_general contractions of the arrays as stored: spelling
+        # them with `.T` made XLA on CPU copy the transposed weight and fall back to a slow loop
+        # (benchmarks/README.md, "what the HLO showed").
         n_in, n_out = self.in_features, self.out_features
-        params_bar = {"w": _flat(x, n_in).T @ _flat(y_bar, n_out)}
+        w = params["w"]
+        params_bar = {"w": jax.lax.dot_general(_flat(x, n_in), _flat(y_bar, n_out), (((0,), (0,)), ((), ())))}
         if self.bias:
             params_bar["b"] = _flat(y_bar, n_out).sum(axis=0)
-        return params_bar, y_bar @ params["w"].T
+        x_bar = jax.lax.dot_general(y_bar, w, (((y_bar.ndim - 1,), (1,)), ((), ())))
+        return params_bar, x_bar
 
     def jacobian(self, params, x, y):
-        return Matrix(params["w"].T)
+        return Matrix.transpose_of(params["w"])
 
     def jvp_cost(self, in_dim):
         return self.in_features * self.out_features

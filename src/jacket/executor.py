@@ -70,24 +70,33 @@ def _run(chain, node: Node, params, tape, mesh) -> LinearOperator:
         if node.seed is None:
             columns = jnp.eye(chain.dims[a - 1], dtype=dtype)  # one unit tangent per row
         else:
-            columns = _run(chain, node.seed, params, tape, mesh).to_dense().T
+            columns = _materialise(_run(chain, node.seed, params, tape, mesh).T)
 
         def push(t):
             for i in range(a, b + 1):
                 t = layers[i - 1].jvp(params[i - 1], tape[i - 1], tape[i], t)
             return t
-        return Matrix(_sweep(push, columns, mesh).T)
+        return Matrix.transpose_of(_sweep(push, columns, mesh))  # one row per tangent, kept as made
     # ADJ
     if node.seed is None:
         rows = jnp.eye(chain.dims[b], dtype=dtype)
     else:
-        rows = _run(chain, node.seed, params, tape, mesh).to_dense()
+        rows = _materialise(_run(chain, node.seed, params, tape, mesh))
 
     def pull(r):
         for i in range(b, a - 1, -1):
             r = layers[i - 1].vjp(params[i - 1], tape[i - 1], tape[i], r)[1]
         return r
     return Matrix(_sweep(pull, rows, mesh))
+
+
+def _materialise(op: LinearOperator):
+    """The seed vectors as a row-major array. The barrier keeps XLA from folding a transpose
+    (such as a Dense Jacobian's wᵀ) into the sweep's products, which on CPU turned them into
+    slow non-library dots (benchmarks/README.md, "what the HLO showed")."""
+    if isinstance(op, Matrix) and not op.transposed:
+        return op.stored
+    return jax.lax.optimization_barrier(op.to_dense())
 
 
 def _sweep(rule, seeds, mesh):

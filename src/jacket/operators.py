@@ -157,27 +157,53 @@ class LinearOperator:
 
 @jax.tree_util.register_pytree_node_class
 class Matrix(LinearOperator):
-    """A dense ``(m, n)`` matrix."""
+    """A dense ``(m, n)`` matrix.
+
+    ``Matrix.transpose_of(a)`` is the matrix ``aᵀ`` without computing it: the array is stored as
+    given and products contract it on the right axis with ``lax.dot_general``. A Dense layer's
+    Jacobian ``wᵀ`` and a tangent sweep's result (one row per tangent) are stored this way, so
+    XLA sees the arrays in the layout they were made in and never copies a transposed weight.
+    """
 
     def __init__(self, matrix):
-        self.matrix = matrix
+        self.stored, self.transposed = matrix, False
         self.structure = Structure(MATRIX, *matrix.shape[-2:])
+
+    @classmethod
+    def transpose_of(cls, a) -> "Matrix":
+        """The operator ``aᵀ`` for a 2-D array ``a``, stored untransposed."""
+        obj = cls(a)
+        obj.transposed = True
+        obj.structure = obj.structure.T
+        return obj
+
+    @property
+    def matrix(self):
+        return self.stored.T if self.transposed else self.stored
 
     def to_dense(self):
         return self.matrix
 
     @property
     def T(self):
-        return Matrix(jnp.swapaxes(self.matrix, -1, -2))
+        return Matrix(self.stored) if self.transposed else Matrix.transpose_of(self.stored)
+
+    def _contract(self, other: "Matrix"):
+        """``self @ other`` as one dot_general on the stored arrays."""
+        lhs_axis = 0 if self.transposed else 1
+        rhs_axis = 1 if other.transposed else 0
+        return jax.lax.dot_general(self.stored, other.stored, (((lhs_axis,), (rhs_axis,)), ((), ())))
 
     def tree_flatten(self):
-        return (self.matrix,), None
+        return (self.stored,), self.transposed
 
     @classmethod
-    def tree_unflatten(cls, aux, children):
+    def tree_unflatten(cls, transposed, children):
         obj = object.__new__(cls)
-        obj.matrix, = children
-        obj.structure = Structure(MATRIX, *obj.matrix.shape[-2:]) if hasattr(obj.matrix, "shape") else None
+        obj.stored, = children
+        obj.transposed = transposed
+        shape = tuple(obj.stored.shape[-2:]) if hasattr(obj.stored, "shape") else (0, 0)
+        obj.structure = Structure(MATRIX, *(shape[::-1] if transposed else shape))
         return obj
 
 
@@ -268,4 +294,4 @@ def _product(a: LinearOperator, b: LinearOperator) -> LinearOperator:
         return Matrix(a.diagonal[:, None] * b.matrix + a.u @ (a.v.T @ b.matrix))
     if isinstance(b, DiagonalPlusLowRank):
         return Matrix(a.matrix * b.diagonal[None, :] + (a.matrix @ b.u) @ b.v.T)
-    return Matrix(a.matrix @ b.matrix)
+    return Matrix(a._contract(b))
