@@ -37,7 +37,9 @@ class ReLU(Elementwise):
     """``y = max(x, 0)``; ``f'(x) = 1[x > 0]`` (0 at x = 0, as in JAX)."""
 
     def apply(self, params, x):
-        return jnp.maximum(x, 0)
+        # jax.nn.relu, not jnp.maximum(x, 0): JAX differentiates maximum as 1/2 at the tie, so
+        # JAX's derivative of apply would disagree with this rule at exactly x = 0.
+        return jax.nn.relu(x)
 
     def derivative(self, x, y):
         return (x > 0).astype(y.dtype)

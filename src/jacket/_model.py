@@ -84,6 +84,11 @@ class Model:
             if s.kind != "matrix" and d[i] != d[i - 1]:
                 raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a {s.kind} Jacobian for a "
                                  f"non-square map {d[i - 1]} -> {d[i]}")
+            # the planner tells a diagonal from a low-rank factor by rank (0 / ≥ 1) and knows no other kind
+            valid = s.kind == "matrix" or (s.kind, s.rank >= 1) in (("diagonal", False), ("dplr", True))
+            if not valid:
+                raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure {s}: the kind "
+                                 f"must be 'matrix', 'diagonal' (rank 0) or 'dplr' with rank ≥ 1")
             structures.append(s)
         self.jac_structure = tuple(structures)
         self.jvp_prefix = tuple(accumulate(self.jvp))  # jvp_prefix[i] = Σ_{t≤i} jvp[t]

@@ -89,6 +89,8 @@ class _Parser:
         if kind == "punct" and value == "(":
             self.i += 1
             left = self.parse_expr()
+            if self.peek()[0] is None:  # "((J2 J1)": say which '(' is open, not just "order ends"
+                self.error(f"unbalanced parentheses: '(' at position {pos} is never closed")
             if self.peek()[1] == ")":
                 self.error("a bracket must hold exactly two sub-products, found one", self.peek()[2])
             right = self.parse_expr()
@@ -182,7 +184,7 @@ class _Parser:
         if i > previous:
             self.error(f"factor J{i} out of product order: later factors stand to the left "
                        f"(J{i} must come before J{previous})", pos)
-        self.error(f"J{i} does not follow J{previous}: factors J{i + 1}..J{previous - 1} are missing", pos)
+        self.error(f"J{i} does not follow J{previous}: factor(s) {_span(i + 1, previous - 1)} missing", pos)
 
     def product(self, left: Node, right: Node, pos) -> Node:
         if right.hi + 1 != left.lo:
@@ -191,11 +193,16 @@ class _Parser:
                 rep = max(left.lo, right.lo)
                 self.error(f"factor J{rep} repeated", pos)
             if right.lo > left.hi:
-                self.error(f"factors out of product order: J{right.hi}..J{right.lo} must stand to the left "
-                           f"of J{left.hi}..J{left.lo}", pos)
-            self.error(f"factors J{right.hi + 1}..J{left.lo - 1} are missing between "
+                self.error(f"factors out of product order: {_span(right.lo, right.hi)} must stand to the "
+                           f"left of {_span(left.lo, left.hi)}", pos)
+            self.error(f"factor(s) {_span(right.hi + 1, left.lo - 1)} missing between "
                        f"J{left.lo} and J{right.hi}", pos)
         return self.model.mul(left, right)
+
+
+def _span(a, b) -> str:
+    """Factors a..b as written in messages: ``J2`` or ``J4..J2``."""
+    return f"J{a}" if a == b else f"J{b}..J{a}"
 
 
 def parse_order(text: str, model: Model) -> Node:

@@ -164,7 +164,13 @@ def optimal_plan(model: Model) -> Node:
     n, d = model.n, np.asarray(model.dims, dtype=np.int64)
     per_device = -(-d // model.devices)  # seeds per device for TAN/ADJ steps
     scale = 1 << max(4, (4 * n).bit_length())
-    if model.tan(1, n).fma >= _INF // (4 * scale) or model.adj(1, n).fma >= _INF // (4 * scale):
+    # Every single step must fit: a sweep over the whole chain at the widest width, a product of
+    # the widest operators carrying all ranks, a Jacobian. Then every interval's best key stays
+    # below its own TAN key, and no sum of three keys overflows.
+    widest, ranks = max(model.dims), sum(s.rank for s in model.jac_structure[1:])
+    largest_step = max(widest * max(model.jvp_prefix[n], model.vjp_prefix[n]), widest ** 3 * (1 + 2 * ranks),
+                       2 * widest * (1 + ranks) ** 2, max(model.jac_cost))
+    if largest_step >= _INF // (4 * scale):
         raise ValueError(f"chain too large to plan exactly in int64 (widths {model.dims})")
     jvp_prefix = scale * np.asarray(model.jvp_prefix, dtype=np.int64)
     vjp_prefix = scale * np.asarray(model.vjp_prefix, dtype=np.int64)
