@@ -101,6 +101,8 @@ def _tiny(name):
         cfg.update(families=("bottleneck",), scale=128)
     elif name == "planning":
         cfg = dict(cfg, lengths=(3, 6), repeats=1)
+    elif name == "scaling":
+        cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
     return module, cfg
 
 

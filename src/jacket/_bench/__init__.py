@@ -20,7 +20,7 @@ import importlib
 
 __all__ = ["BENCHMARKS", "load", "select_device", "script_main"]
 
-BENCHMARKS = ("grad", "associativity", "orders", "planning")
+BENCHMARKS = ("grad", "associativity", "orders", "planning", "scaling")
 
 
 def load(name: str):
