@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
     mlp.add_argument("--no-plot", action="store_true", help="don't save the curve")
     mlp.add_argument("--no-progress", action="store_true", help="no progress bar; print one line per epoch")
     mlp.add_argument("--quick", action="store_true", help="one epoch of at most 20 steps, for smoke tests")
+    mlp.add_argument("--devices", type=int, default=None, metavar="N",
+                     help="data-parallel over N devices (on a CPU, simulate them with "
+                          "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
 
 
 def run(args) -> int:
@@ -77,7 +80,8 @@ def _mlp(args) -> int:
 
     epochs, max_steps = (1, 20) if args.quick else (args.epochs, None)
     result = mlp.train(epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                       activation=args.activation, max_steps=max_steps, progress=not args.no_progress)
+                       activation=args.activation, max_steps=max_steps, progress=not args.no_progress,
+                       devices=args.devices)
     if not args.no_plot:
         try:
             mlp.save_plot(result, args.plot)

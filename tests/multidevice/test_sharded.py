@@ -98,3 +98,20 @@ def test_data_parallel_rejects_uneven_batch():
     dp = data_parallel(4)
     with pytest.raises(ValueError, match="does not split evenly over 4 devices"):
         dp.put_batch(jnp.ones((6, 3)))
+
+
+def test_train_mlp_data_parallel_matches_one_device():
+    pytest.importorskip("sklearn")
+    from jacket.examples import mlp
+    one = mlp.train(epochs=1, max_steps=15, progress=False, log=None)
+    four = mlp.train(epochs=1, max_steps=15, progress=False, log=None, devices=4)
+    np.testing.assert_allclose(four.step_losses, one.step_losses, rtol=1e-4)
+    assert abs(four.test_accuracy - one.test_accuracy) <= 0.01
+
+
+def test_train_command_with_devices(capsys):
+    pytest.importorskip("sklearn")
+    from jacket.cli import main
+    assert main(["train", "mlp", "--quick", "--no-plot", "--no-progress", "--devices", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "data-parallel over 4 devices" in out and "test accuracy: " in out

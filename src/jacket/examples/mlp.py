@@ -149,8 +149,11 @@ def _progress(total: int, enabled: bool):
 
 def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, seed: int = 0,
           hidden: int = 32, activation: str = "tanh", max_steps: int | None = None,
-          progress: bool = True, log=print) -> MLPResult:
+          progress: bool = True, log=print, devices: int | None = None) -> MLPResult:
     """Train with mini-batch ``optax.adam(learning_rate)`` for ``epochs`` (or ``max_steps``).
+
+    ``devices``: data-parallel over that many devices (each mini-batch split across them, the
+    parameters and optimizer state replicated; see ``jacket.sharding.data_parallel``).
 
     ``seed`` fixes the split, the initial weights and the shuffles. ``log`` receives the gradient
     check's line, then one line per epoch when no progress bar is shown (``None``: silence).
@@ -168,6 +171,15 @@ def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, s
     optimizer = optax.adam(learning_rate)
     opt_state = optimizer.init(params)
     update = make_update(chain, loss, optimizer)
+    dp = None
+    if devices is not None:
+        from ..sharding import data_parallel
+        if batch_size % devices:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {devices} devices")
+        dp = data_parallel(devices)
+        params, opt_state = dp.put_replicated(params), dp.put_replicated(opt_state)
+        if log is not None:
+            log(f"data-parallel over {devices} devices: {dp.mesh.devices.ravel().tolist()}")
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 
@@ -195,7 +207,10 @@ def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, s
             if step == total:
                 break
             batch = order[i * batch_size:(i + 1) * batch_size]
-            params, opt_state, value = update(params, opt_state, x_train[batch], y_train[batch])
+            x_batch, y_batch = x_train[batch], y_train[batch]
+            if dp is not None:
+                x_batch, y_batch = dp.put_batch(x_batch, y_batch)
+            params, opt_state, value = update(params, opt_state, x_batch, y_batch)
             result.step_losses.append(float(value))
             step += 1
             if bar is not None:
