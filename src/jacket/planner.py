@@ -52,6 +52,7 @@ class Plan:
     tape_floats: int
     name: str = ""
     devices: int = 1
+    layers: tuple = ()
 
     def __eq__(self, other):
         return isinstance(other, Plan) and (self.root, self.dims, self.devices) == \
@@ -132,8 +133,9 @@ def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
     ``"forward"``, ``"reverse"``, ``"optimal"``, or an order string (see ``_orders.py``).
     ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device)."""
     if isinstance(order, Plan):
-        if order.dims != tuple(chain.dims):
-            raise ValueError(f"this plan was made for a chain of widths {order.dims}, not {tuple(chain.dims)}")
+        if order.dims != tuple(chain.dims) or order.layers != tuple(chain.layers):
+            raise ValueError(f"this plan was made for another chain ({order.layers}, widths {order.dims}), "
+                             f"not {chain}: plan again with chain.plan(...)")
         return order
     model = Model(chain, devices)
     if not isinstance(order, str):
@@ -148,7 +150,7 @@ def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
     else:
         root, name = parse_order(order, model), ""
     return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
-                name, model.devices)
+                name, model.devices, tuple(chain.layers))
 
 
 # Move codes stored by the DP, per interval and result form.
