@@ -10,8 +10,9 @@ from ._dense import Dense
 from ._layer import Elementwise, Layer
 from ._losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from ._norm import LayerNorm
+from .interop import to_jax
 from .planner import Plan
-from . import operators, sharding
+from . import operators, sharding, testing
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
     "SoftmaxCrossEntropy", "Chain", "value_and_grad", "Plan", "operators", "sharding",
+    "to_jax", "testing",
 ]

@@ -1,0 +1,83 @@
+"""Export to JAX: a Chain as a function ``f(params, x)`` that JAX differentiates with the chain's own rules.
+
+Signature::
+
+    to_jax(chain, mode="vjp") -> f        f(params, x) = chain.apply(params, x)
+
+``mode="vjp"`` wraps ``f`` with ``jax.custom_vjp``: the forward pass is ``chain.forward``, whose
+tape ``(x_0, …, x_N)`` is kept as the residuals, and the backward pass runs the layers' VJP rules
+over it, last layer first. ``jax.grad``, ``jax.jacrev``, ``jax.vmap``, ``jax.jit`` and optax then
+use jacket's reverse accumulation. Forward mode (``jax.jvp``, ``jax.jacfwd``) is refused by JAX
+for a ``custom_vjp`` function.
+
+``mode="jvp"`` wraps ``f`` with ``jax.custom_jvp`` whose rule is ``chain.jvp`` (tangents for x and
+params): forward mode runs the layers' JVP rules, and JAX derives reverse mode by linearising that
+rule and transposing the tangent part. This works because every JVP rule is linear in
+``(x_dot, params_dot)`` and written with operations JAX can transpose (products with arrays that
+depend on the primal only, sums, means, matrix products); a rule that is not, such as one that
+branches on the tangent's values, would make ``jax.grad`` fail with an error from JAX.
+
+Either way, a wrong rule shows up in JAX's derivatives: that is the point (tests/test_interop.py).
+"""
+from __future__ import annotations
+
+import jax
+
+from ._chain import Chain
+
+__all__ = ["to_jax"]
+
+MODES = ("vjp", "jvp")
+
+
+def to_jax(chain: Chain, mode: str = "vjp"):
+    """``f(params, x) -> y``, equal to ``chain.apply``, whose derivatives in JAX come from the
+    layers' hand-written rules: VJP rules with ``mode="vjp"``, JVP rules with ``mode="jvp"``.
+
+    params: the tuple from ``chain.init``; x: ``(n_0,)`` or ``(batch, n_0)``.
+    """
+    if not isinstance(chain, Chain):
+        raise TypeError(f"to_jax expects a jacket.Chain, got {type(chain).__name__}")
+    if mode == "vjp":
+        return _with_vjp_rules(chain)
+    if mode == "jvp":
+        return _with_jvp_rules(chain)
+    raise ValueError(f"to_jax: mode must be one of {MODES}, got {mode!r}")
+
+
+def _with_vjp_rules(chain):
+    @jax.custom_vjp
+    def f(params, x):
+        return chain.apply(params, x)
+
+    def forward(params, x):
+        y, tape = chain.forward(params, x)
+        return y, (params, tape)  # residuals: what the VJP rules read
+
+    def backward(residuals, y_bar):
+        params, tape = residuals
+        params_bar, x_bar = chain._pull(params, tape, y_bar)
+        # custom_vjp wants cotangents with the structure of the inputs (params may be a list)
+        return (list(params_bar) if isinstance(params, list) else params_bar), x_bar
+
+    f.defvjp(forward, backward)
+    return _named(f, chain, "vjp")
+
+
+def _with_jvp_rules(chain):
+    @jax.custom_jvp
+    def f(params, x):
+        return chain.apply(params, x)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (params, x), (params_dot, x_dot) = primals, tangents
+        return chain.jvp(params, x, x_dot, params_dot)  # (y, y_dot)
+
+    return _named(f, chain, "jvp")
+
+
+def _named(f, chain, mode):
+    f.__name__ = f"{mode}_rules_of_chain"
+    f.__doc__ = f"{chain!r}.apply, differentiated in JAX by its layers' {mode.upper()} rules (jacket.to_jax)."
+    return f
