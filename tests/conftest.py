@@ -1,6 +1,6 @@
-"""Shared test configuration: float64 enabled, a ``key`` fixture, and the tables other test files
-parametrise over (layer factories, dtypes with their tolerances) plus small helpers to draw
-parameters and inputs and compare pytrees.
+"""Shared test configuration: float64 enabled, ``key`` and ``rng`` fixtures, and the tables other
+test files parametrise over (layer factories, dtypes with their tolerances) plus small helpers to
+draw parameters and inputs and compare pytrees.
 
 Rank promotion is left at JAX's default ("allow"): the built-in layers broadcast a parameter of
 shape ``(n,)`` against a batch ``(batch, n)`` (Dense's bias, LayerNorm's scale and offset), which

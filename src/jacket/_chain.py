@@ -41,6 +41,9 @@ class Chain:
             if first is None:
                 raise ValueError(f"Chain: the first layer {layers[0]!r} takes any width; pass in_dim=")
             in_dim = first
+        # int(3.5) would pass silently as 3, and width 0 would surface as a layer's error
+        if isinstance(in_dim, bool) or not float(in_dim).is_integer() or int(in_dim) < 1:
+            raise ValueError(f"Chain: in_dim must be a positive integer, got {in_dim!r}")
         dims = [int(in_dim)]
         for i, layer in enumerate(layers, 1):
             n = dims[-1]
@@ -99,6 +102,24 @@ class Chain:
     def _check_x(self, x, where):
         return check_input(x, self._dims[0], where)
 
+    def _check_params_dot(self, params, params_dot, where):
+        """Each non-empty entry of ``params_dot`` must have its layer's params' structure and shapes
+        (otherwise a rule fails deep inside with a KeyError or an XLA shape error)."""
+        self._check_params(params_dot, f"{where} (params_dot)")
+        for i, (layer, p, p_dot) in enumerate(zip(self._layers, params, params_dot), 1):
+            if _is_absent(p_dot):
+                continue
+            p_def, d_def = jax.tree_util.tree_structure(p), jax.tree_util.tree_structure(p_dot)
+            if d_def != p_def:
+                raise ValueError(f"{where}: params_dot for layer {i} ({layer!r}) has structure {d_def}, "
+                                 f"but that layer's params have structure {p_def}")
+            leaves = zip(jax.tree_util.tree_leaves_with_path(p), jax.tree_util.tree_leaves(p_dot))
+            for (path, a), b in leaves:
+                if jnp.shape(a) != jnp.shape(b):
+                    raise ValueError(f"{where}: params_dot{jax.tree_util.keystr(path)} for layer {i} "
+                                     f"({layer!r}) has shape {jnp.shape(b)} but the params have "
+                                     f"shape {jnp.shape(a)}")
+
     # ---- primal ------------------------------------------------------------------------
     def init(self, key, dtype=jnp.float32) -> tuple:
         """One params pytree per layer, floating leaves cast to ``dtype``."""
@@ -131,12 +152,12 @@ class Chain:
         if x_dot is not None:
             x_dot = check_like(x_dot, x, "Chain.jvp", "x_dot", "x")
         if params_dot is not None:
-            self._check_params(params_dot, "Chain.jvp (params_dot)")
+            self._check_params_dot(params, params_dot, "Chain.jvp")
         else:
             params_dot = (None,) * len(self._layers)
         for layer, p, p_dot in zip(self._layers, params, params_dot):
             y = layer.apply(p, x)
-            x_dot = layer.jvp(p, x, y, x_dot, p_dot if p_dot else None)
+            x_dot = layer.jvp(p, x, y, x_dot, None if _is_absent(p_dot) else p_dot)
             x = y
         if x_dot is None:
             x_dot = jnp.zeros_like(x)
@@ -174,6 +195,12 @@ class Chain:
         every TAN/ADJ step (and the batch, for a batched x) are split across its devices."""
         from .executor import jacobian
         return jacobian(self, params, x, order, mesh)
+
+
+def _is_absent(tangent) -> bool:
+    """``None``, ``{}`` or any pytree without leaves: no tangent. (Not ``not tangent``: the
+    truth value of an array params tangent is an error, or a tracer error under jit.)"""
+    return not jax.tree_util.tree_leaves(tangent)
 
 
 def value_and_grad(chain: Chain, loss) -> Callable:

@@ -36,6 +36,9 @@ class Loss(Layer):
         raise NotImplementedError
 
     def jvp(self, pred, target, value, pred_dot):
+        # vdot flattens: without this check a pred_dot of another shape but the same size
+        # would give a silently wrong answer.
+        check_like(pred_dot, pred, repr(self), "pred_dot", "pred")
         return jnp.vdot(self.vjp(pred, target, value, 1.0), pred_dot)
 
 
@@ -48,6 +51,7 @@ class MeanSquaredError(Loss):
         return (r * r).mean()
 
     def vjp(self, pred, target, value, value_bar=1.0):
+        self.check(pred, target)  # a target that broadcasts against pred gives a wrong gradient
         return (2 * value_bar / pred.size) * (pred - target)
 
 
@@ -62,6 +66,7 @@ class BinaryCrossEntropyWithLogits(Loss):
         return (jnp.maximum(z, 0) - target * z + jnp.log1p(jnp.exp(-jnp.abs(z)))).mean()
 
     def vjp(self, pred, target, value, value_bar=1.0):
+        self.check(pred, target)
         return (value_bar / pred.size) * (jax.nn.sigmoid(pred) - target)
 
 
@@ -91,5 +96,6 @@ class SoftmaxCrossEntropy(Loss):
         return (log_norm - picked).sum() / self._batch(pred)
 
     def vjp(self, pred, target, value, value_bar=1.0):
+        self.check(pred, target)
         onehot = jax.nn.one_hot(target, pred.shape[-1], dtype=pred.dtype)
         return (value_bar / self._batch(pred)) * (jax.nn.softmax(pred, axis=-1) - onehot)

@@ -9,8 +9,9 @@ of every product *before* any array exists. So there are two levels here:
   of the product and its cost in fma (multiply-adds). The planner works with these alone.
 * :class:`Matrix`, :class:`Diagonal`, :class:`DiagonalPlusLowRank` — the operators that hold
   arrays. Their ``@`` computes the product with the same structure and the same fma count
-  as the static rule (``op.structure.matmul(other.structure)``), so model and execution
-  cannot drift apart.
+  as the static rule (``op.structure.matmul(other.structure)``). The one exception is
+  conservative: a diagonal times a diagonal-plus-rank-k operator is charged the other factor's
+  size, n(1 + 2k), as the cost convention below says, while the code does n(1 + k).
 
 Cost conventions (fma), pinned by the planner's tests:
 
@@ -117,6 +118,10 @@ class LinearOperator:
 
     structure: Structure
 
+    # NumPy arrays defer to us: ``ndarray @ op`` then reaches ``__rmatmul__`` instead of NumPy
+    # trying (and failing) to treat the operator as an array.
+    __array_ufunc__ = None
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.structure.shape
@@ -142,7 +147,8 @@ class LinearOperator:
             return _product(self, other)
         other = jnp.asarray(other)
         if other.ndim == 1:
-            return _product(self, Matrix(other[:, None])).to_dense()[:, 0]
+            # through the size check: a length-1 vector would otherwise broadcast silently
+            return self.__matmul__(Matrix(other[:, None])).to_dense()[:, 0]
         return self.__matmul__(Matrix(other)).to_dense()
 
     def __rmatmul__(self, other):
