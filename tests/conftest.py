@@ -15,6 +15,10 @@ import jax
 # Before any array exists: float64 makes the tight comparisons possible.
 jax.config.update("jax_enable_x64", True)
 
+# tests/multidevice needs several devices; tests/test_sharding.py runs it in a subprocess with
+# simulated CPU devices, so a plain run (one device) does not collect it at all.
+collect_ignore = ["multidevice"] if jax.device_count() < 2 else []
+
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
