@@ -127,3 +127,28 @@ def tree_vdot(a, b):
     """Σ over leaves of ⟨a_leaf, b_leaf⟩ (0 for empty trees)."""
     return sum((jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
                                                jax.tree_util.tree_leaves(b))), jnp.zeros(()))
+
+
+class ArrayScale(jacket.Layer):
+    """A user layer with its own ``__init__`` and a bare array as params: ``y = a ⊙ x``.
+    It leaves ``jacobian`` and the costs to the defaults of :class:`jacket.Layer`."""
+
+    def __init__(self, features, label="scale"):
+        self.features = features
+        self.label = label
+
+    def init(self, key):
+        return jax.random.normal(key, (self.features,))
+
+    def required_in_dim(self):
+        return self.features
+
+    def apply(self, params, x):
+        return params * x
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        y_dot = jnp.zeros_like(y) if x_dot is None else params * x_dot
+        return y_dot if params_dot is None else y_dot + params_dot * x
+
+    def vjp(self, params, x, y, y_bar):
+        return (y_bar * x).reshape(-1, self.features).sum(axis=0), params * y_bar

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FLOAT32, FLOAT64, assert_close, away_from_kinks, normal, random_like, random_params
+from conftest import ArrayScale, FLOAT32, FLOAT64, assert_close, away_from_kinks, normal, random_like, random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,32 +135,9 @@ def test_params_dot_with_absent_entries_and_no_x_dot():
     assert_close(y_dot, jnp.zeros_like(y), FLOAT64)
 
 
-class Scale(jacket.Layer):
-    """A user layer whose params are a bare array: ``y = a ⊙ x``."""
-
-    def __init__(self, features):
-        self.features = features
-
-    def init(self, key):
-        return jnp.ones((self.features,))
-
-    def required_in_dim(self):
-        return self.features
-
-    def apply(self, params, x):
-        return params * x
-
-    def jvp(self, params, x, y, x_dot, params_dot=None):
-        y_dot = jnp.zeros_like(y) if x_dot is None else params * x_dot
-        return y_dot if params_dot is None else y_dot + params_dot * x
-
-    def vjp(self, params, x, y, y_bar):
-        return (y_bar * x).reshape(-1, self.features).sum(axis=0), params * y_bar
-
-
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_user_layer_with_array_params_takes_a_params_tangent(jit):
-    chain = jacket.Chain([jacket.Dense(3, 3), Scale(3), jacket.Tanh()])
+    chain = jacket.Chain([jacket.Dense(3, 3), ArrayScale(3), jacket.Tanh()])
     rng = np.random.default_rng(2)
     params = (random_params(chain[0], rng, jnp.float64), normal(rng, (3,), jnp.float64), {})
     x, x_dot = normal(rng, (2, 3), jnp.float64), normal(rng, (2, 3), jnp.float64)

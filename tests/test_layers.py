@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (DTYPES, FLOAT32, FLOAT64, LAYER_FACTORIES, LAYER_IDS, LAYERS, assert_close,
+from conftest import (ArrayScale, DTYPES, FLOAT32, FLOAT64, LAYER_FACTORIES, LAYER_IDS, LAYERS, assert_close,
                       away_from_kinks, in_shape, normal, random_like, random_params, tree_vdot)
 
 import jacket
@@ -189,37 +189,12 @@ def test_different_configs_differ():
     assert len({hash(layer) for layer in distinct}) == len(distinct)
 
 
-class Scale(jacket.Layer):
-    """A user layer with its own ``__init__`` and a bare array as params: ``y = a ⊙ x``.
-    It leaves ``jacobian`` and the costs to the defaults of :class:`jacket.Layer`."""
-
-    def __init__(self, features, label="scale"):
-        self.features = features
-        self.label = label
-
-    def init(self, key):
-        return jax.random.normal(key, (self.features,))
-
-    def required_in_dim(self):
-        return self.features
-
-    def apply(self, params, x):
-        return params * x
-
-    def jvp(self, params, x, y, x_dot, params_dot=None):
-        y_dot = jnp.zeros_like(y) if x_dot is None else params * x_dot
-        return y_dot if params_dot is None else y_dot + params_dot * x
-
-    def vjp(self, params, x, y, y_bar):
-        return (y_bar * x).reshape(-1, self.features).sum(axis=0), params * y_bar
-
-
 def test_user_layer_is_hashable_and_uses_the_defaults(key, rng):
-    assert Scale(3) == Scale(3) and hash(Scale(3)) == hash(Scale(3))
-    assert Scale(3) != Scale(4) and Scale(3) != Scale(3, label="other")
-    assert "features=3" in repr(Scale(3))
+    assert ArrayScale(3) == ArrayScale(3) and hash(ArrayScale(3)) == hash(ArrayScale(3))
+    assert ArrayScale(3) != ArrayScale(4) and ArrayScale(3) != ArrayScale(3, label="other")
+    assert "features=3" in repr(ArrayScale(3))
 
-    layer = Scale(3)
+    layer = ArrayScale(3)
     params = layer.init(key).astype(jnp.float64)
     x = away_from_kinks(rng, (3,), jnp.float64)
     op = layer.jacobian(params, x, layer.apply(params, x))  # default: JVPs of unit vectors

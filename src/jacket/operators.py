@@ -67,12 +67,8 @@ class Structure:
 
     @property
     def matvec_cost(self) -> int:
-        """fma to multiply one vector by this operator (either side)."""
-        if self.kind == DIAGONAL:
-            return self.rows
-        if self.kind == LOWRANK:
-            return self.rows * (1 + 2 * self.rank)
-        return self.rows * self.cols
+        """fma to multiply one vector by this operator (either side): one per stored float."""
+        return self.size
 
     @property
     def T(self) -> "Structure":
