@@ -52,7 +52,7 @@ def _w(width: int, scale: int) -> int:
 
 
 def config(full: bool = False) -> dict:
-    return {"families": tuple(FAMILIES), "scale": 1, "repeats": 11 if full else 5,
+    return {"families": tuple(FAMILIES), "scale": 1, "repeats": 21 if full else 5,
             "min_sample_s": 0.05 if full else 0.01, "roofline": {}}
 
 
