@@ -233,3 +233,9 @@ def test_train_mlp_full_run_reaches_95_percent(capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert ACCURACY_LINE.match(last), last
     assert float(last.split()[-1]) >= 0.95
+
+
+def test_mlp_rejects_nonpositive_devices_clearly(capsys):
+    from jacket.cli import main
+    assert main(["train", "mlp", "--quick", "--no-plot", "--no-progress", "--devices", "0"]) == 2
+    assert "devices must be at least 1, got 0" in capsys.readouterr().err

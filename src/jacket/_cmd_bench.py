@@ -6,6 +6,7 @@ benchmarks/README.md and :mod:`jacket._bench.timing`.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -91,6 +92,12 @@ def run(args) -> int:
     except (ValueError, RuntimeError) as err:
         print(f"jacket bench: {err}", file=sys.stderr)
         return 2
+    if args.out is not None:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as err:
+            print(f"jacket bench: cannot write results to --out {args.out!r}: {err}", file=sys.stderr)
+            return 2
     modules = {name: load(name) for name in names}
     configs = {name: module.config(full=args.full) for name, module in modules.items()}
     print(f"jacket bench ({'full' if args.full else 'quick'}) on {device}: {', '.join(names)}")

@@ -59,6 +59,10 @@ def run(args) -> int:
         print("\n" + format_table(["order", "fma", "vs this plan"], rows))
     if args.plot:
         from jacket.plot import plot_plan
-        plot_plan(plan, args.plot)
+        try:
+            plot_plan(plan, args.plot)
+        except (ImportError, OSError) as err:
+            print(f"jacket plan: not saving the plan tree: {err}")
+            return 1
         print(f"\nplan tree saved to {args.plot}")
     return 0

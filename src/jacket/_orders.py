@@ -43,6 +43,7 @@ class _Parser:
         self.text, self.model, self.n = text, model, model.n
         self.tokens = _tokenize(text)
         self.i = 0
+        self.factors = "J1" if self.n == 1 else f"J1..J{self.n}"  # as written in messages
 
     # ---- errors --------------------------------------------------------------------------
     def error(self, message, pos=None):
@@ -78,7 +79,7 @@ class _Parser:
                        f"factors: bracket it, e.g. '(J3 (J2 J1))')", tok[2])
         if (first.lo, first.hi) != (1, self.n):
             missing = [f"J{i}" for i in range(1, self.n + 1) if not first.lo <= i <= first.hi]
-            self.error(f"missing factor(s) {', '.join(missing)}: the order must cover J1..J{self.n}", 0)
+            self.error(f"missing factor(s) {', '.join(missing)}: the order must cover {self.factors}", 0)
         return first
 
     def parse_expr(self) -> Node:
@@ -108,12 +109,12 @@ class _Parser:
         if kind == "word":
             if value.lower() in ("forward", "reverse", "optimal"):
                 self.error(f"{value!r} names a whole order and cannot be part of a bracketing", pos)
-            self.error(f"unknown word {value!r} (expected a factor J1..J{self.n}, '(', 'tan(' or 'adj(')", pos)
+            self.error(f"unknown word {value!r} (expected a factor {self.factors}, '(', 'tan(' or 'adj(')", pos)
         if kind is None:
             self.error("expected a factor or '(', but the order ends")
         if value == ")":
             self.error("unbalanced parentheses: ')' closes nothing", pos)
-        self.error(f"unexpected {value!r} (expected a factor J1..J{self.n}, '(', 'tan(' or 'adj(')", pos)
+        self.error(f"unexpected {value!r} (expected a factor {self.factors}, '(', 'tan(' or 'adj(')", pos)
 
     def parse_mode(self, mode, pos) -> Node:
         self.take("punct", "(", what=f"'(' after {mode!r}")
@@ -175,7 +176,8 @@ class _Parser:
     def factor_index(self, token, pos) -> int:
         i = int(token[1:])
         if not 1 <= i <= self.n:
-            self.error(f"unknown factor {token!r}: this chain has factors J1..J{self.n}", pos)
+            self.error(f"unknown factor {token!r}: this chain has {'only factor' if self.n == 1 else 'factors'} "
+                       f"{self.factors}", pos)
         return i
 
     def factor_order_error(self, i, previous, pos):

@@ -174,9 +174,11 @@ def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, s
     dp = None
     if devices is not None:
         from ..sharding import data_parallel
+        if devices < 1:
+            raise ValueError(f"devices must be at least 1, got {devices}")
+        dp = data_parallel(devices)  # a clear error if JAX sees fewer devices
         if batch_size % devices:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {devices} devices")
-        dp = data_parallel(devices)
         params, opt_state = dp.put_replicated(params), dp.put_replicated(opt_state)
         if log is not None:
             log(f"data-parallel over {devices} devices: {dp.mesh.devices.ravel().tolist()}")
