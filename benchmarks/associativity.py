@@ -1,7 +1,7 @@
 """Jacobian of a scalar chain: cost slopes of each order against jax.jacrev / jax.jacfwd.
 
 Usage: python benchmarks/associativity.py [--full] [--device cpu|gpu] [--out DIR]
-The implementation is jacket._bench.associativity (also run by `jacket bench --only associativity`).
+The implementation is jacket_bench.associativity (also run by `jacket bench --only associativity`).
 """
 import os
 import sys
@@ -12,7 +12,7 @@ try:
 except ImportError:  # a plain checkout: use its src/
     sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from jacket._bench import script_main
+from jacket_bench import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("associativity", default_out=os.path.join(HERE, "results")))

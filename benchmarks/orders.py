@@ -1,7 +1,7 @@
 """Accumulation orders on chain families against the better of jax.jacfwd / jax.jacrev.
 
 Usage: python benchmarks/orders.py [--full] [--device cpu|gpu] [--out DIR]
-The implementation is jacket._bench.orders (also run by `jacket bench --only orders`).
+The implementation is jacket_bench.orders (also run by `jacket bench --only orders`).
 """
 import os
 import sys
@@ -12,7 +12,7 @@ try:
 except ImportError:  # a plain checkout: use its src/
     sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from jacket._bench import script_main
+from jacket_bench import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("orders", default_out=os.path.join(HERE, "results")))

@@ -1,7 +1,7 @@
 """Time to plan the optimal order for long chains.
 
 Usage: python benchmarks/planning.py [--full] [--device cpu|gpu] [--out DIR]
-The implementation is jacket._bench.planning (also run by `jacket bench --only planning`).
+The implementation is jacket_bench.planning (also run by `jacket bench --only planning`).
 """
 import os
 import sys
@@ -12,7 +12,7 @@ try:
 except ImportError:  # a plain checkout: use its src/
     sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from jacket._bench import script_main
+from jacket_bench import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("planning", default_out=os.path.join(HERE, "results")))

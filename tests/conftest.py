@@ -17,7 +17,7 @@ jax.config.update("jax_enable_x64", True)
 
 # tests/multidevice needs several devices; tests/test_sharding.py runs it in a subprocess with
 # simulated CPU devices, so a plain run (one device) does not collect it at all.
-collect_ignore = ["multidevice"] if jax.device_count() < 2 else []
+collect_ignore = ["execute/multidevice"] if jax.device_count() < 2 else []
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,20 +48,10 @@ DTYPES = [FLOAT32, FLOAT64]
 
 
 # ---- the layer table ---------------------------------------------------------------------
-# (id, factory(width) -> layer). Adding a layer here adds it to every layer test.
-LAYERS = [
-    ("dense_square", lambda n: jacket.Dense(n, n)),
-    ("dense_wide", lambda n: jacket.Dense(n, n + 2)),
-    ("dense_nobias", lambda n: jacket.Dense(n, n + 1, bias=False)),
-    ("tanh", lambda n: jacket.Tanh()),
-    ("sigmoid", lambda n: jacket.Sigmoid()),
-    ("relu", lambda n: jacket.ReLU()),
-    ("softplus", lambda n: jacket.Softplus()),
-    ("gelu", lambda n: jacket.GELU()),
-    ("softmax", lambda n: jacket.Softmax()),
-    ("logsoftmax", lambda n: jacket.LogSoftmax()),
-    ("layernorm", lambda n: jacket.LayerNorm(n)),
-]
+# (id, factory(width) -> layer), from the one registry (jacket/registry.py): adding a built-in
+# there adds it to every layer test. Dense layers appear square and widening.
+LAYERS = [("dense_square", lambda n: jacket.Dense(n, n))] + [
+    (entry.name, (lambda e: lambda n: e.build(n, n + 2))(entry)) for entry in jacket.registry.LAYERS]
 LAYER_IDS = [name for name, _ in LAYERS]
 LAYER_FACTORIES = [factory for _, factory in LAYERS]
 
@@ -140,8 +130,8 @@ class ArrayScale(jacket.Layer):
     def init(self, key):
         return jax.random.normal(key, (self.features,))
 
-    def required_in_dim(self):
-        return self.features
+    def input_shape(self):
+        return (self.features,)
 
     def apply(self, params, x):
         return params * x

@@ -3,22 +3,27 @@
 A network is a chain f_N ∘ … ∘ f_1; its Jacobian is the product J_N ⋯ J_1, and the order of
 multiplication decides the cost. jacket composes each layer's own rules into forward and
 reverse accumulation, any bracketing, and an optimal mixed-mode plan.
-"""
-from ._activations import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
-from ._chain import Chain, value_and_grad
-from ._dense import Dense
-from ._layer import Elementwise, Layer
-from ._losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
-from ._norm import LayerNorm
-from .interop import to_jax
-from .planner import Plan
-from . import operators, sharding, testing
 
-__version__ = "0.1.0"
+Layout: ``core`` (layer protocol, shapes, tangent conventions, checks), ``layers`` (built-in
+layers), ``losses``, ``compose`` (Chain, mlp, backprop), ``operators`` (structured Jacobians and
+their product rule), ``planning`` (plan nodes, cost model, orders, the DP), ``execute``
+(executor, sharding), ``testing`` (the rule checker), ``interop`` (export to JAX), ``registry``
+(the built-ins by name), ``cli`` (the ``jacket`` command).
+"""
+from . import operators, registry, testing
+from .compose import Chain, mlp, value_and_grad
+from .core import Elementwise, Layer
+from .execute import data_parallel, make_mesh, sharding
+from .interop import to_jax
+from .layers import GELU, Dense, LayerNorm, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
+from .planning import Plan
+
+__version__ = "0.2.0"
 
 __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
-    "SoftmaxCrossEntropy", "Chain", "value_and_grad", "Plan", "operators", "sharding",
-    "to_jax", "testing",
+    "SoftmaxCrossEntropy", "Chain", "mlp", "value_and_grad", "Plan", "operators", "sharding",
+    "make_mesh", "data_parallel", "to_jax", "testing", "registry",
 ]

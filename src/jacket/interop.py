@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import jax
 
-from ._chain import Chain
+from .compose import Chain
 
 __all__ = ["to_jax"]
 
@@ -34,7 +34,7 @@ def to_jax(chain: Chain, mode: str = "vjp"):
     """``f(params, x) -> y``, equal to ``chain.apply``, whose derivatives in JAX come from the
     layers' hand-written rules: VJP rules with ``mode="vjp"``, JVP rules with ``mode="jvp"``.
 
-    params: the tuple from ``chain.init``; x: ``(n_0,)`` or ``(batch, n_0)``.
+    params: the tuple from ``chain.init``; x: ``chain.in_shape`` or ``(batch,) + chain.in_shape``.
     """
     if not isinstance(chain, Chain):
         raise TypeError(f"to_jax expects a jacket.Chain, got {type(chain).__name__}")
@@ -56,7 +56,7 @@ def _with_vjp_rules(chain):
 
     def backward(residuals, y_bar):
         params, tape = residuals
-        params_bar, x_bar = chain._pull(params, tape, y_bar)
+        params_bar, x_bar = chain.pull(params, tape, y_bar)
         # custom_vjp wants cotangents with the structure of the inputs (params may be a list)
         return (list(params_bar) if isinstance(params, list) else params_bar), x_bar
 

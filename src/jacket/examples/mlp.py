@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import Chain, Dense, Sigmoid, SoftmaxCrossEntropy, Tanh, value_and_grad
+from .. import Chain, Dense, SoftmaxCrossEntropy, mlp, value_and_grad
 from . import Data, load_sklearn_dataset, split
 
 __all__ = ["MLPResult", "load_data", "make_chain", "gradient_check", "backprop_by_hand", "make_update",
            "train", "save_plot", "format_report"]
 
-ACTIVATIONS = {"tanh": Tanh, "sigmoid": Sigmoid}
+ACTIVATIONS = ("tanh", "sigmoid")
 
 
 def load_data(seed: int = 0, test_fraction: float = 0.2) -> Data:
@@ -43,10 +43,10 @@ def load_data(seed: int = 0, test_fraction: float = 0.2) -> Data:
 
 
 def make_chain(hidden: int = 32, activation: str = "tanh") -> Chain:
-    """``Chain([Dense(64, hidden), Tanh() or Sigmoid(), Dense(hidden, 10)])``."""
+    """``Chain([Dense(64, hidden), Tanh() or Sigmoid(), Dense(hidden, 10)])``, from :func:`jacket.mlp`."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    return Chain([Dense(64, hidden), ACTIVATIONS[activation](), Dense(hidden, 10)])
+    return mlp([64, hidden, 10], activation=activation)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -173,7 +173,7 @@ def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, s
     update = make_update(chain, loss, optimizer)
     dp = None
     if devices is not None:
-        from ..sharding import data_parallel
+        from ..execute.sharding import data_parallel
         if devices < 1:
             raise ValueError(f"devices must be at least 1, got {devices}")
         dp = data_parallel(devices)  # a clear error if JAX sees fewer devices

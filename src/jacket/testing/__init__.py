@@ -2,12 +2,13 @@
 
 Signatures::
 
-    check_layer(layer, params=None, x=None, *, key=None, in_dim=None, dtype=None, atol=None, rtol=None)
+    check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None, rtol=None)
         -> Report        raises RuleError (an AssertionError carrying the Report) on any mismatch
     check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, rtol=None) -> Report
-    layer_test(*layers, in_dim=None, dtypes=("float32", "float64"))  -> a parametrised pytest test
+    layer_test(*layers, in_shape=None, dtypes=("float32", "float64"))  -> a parametrised pytest test
 
-What is compared, for one example ``(n,)`` and for a batch ``(3, n)`` when ``x`` is not given:
+What is compared, for one example of ``in_shape`` and for a batch ``(3,) + in_shape`` when ``x``
+is not given (``in_shape``: the layer's ``input_shape()`` unless given, e.g. ``(T, d)``):
 
 =====================  ================================================================
 rule                   reference
@@ -32,40 +33,44 @@ whose own truncation error does not shrink on request.
 
 One line in a test file checks every layer of a project, in float32 and float64::
 
-    test_my_layers = jacket.testing.layer_test(Sine(), Scale(4), in_dim=4)
+    test_my_layers = jacket.testing.layer_test(Sine(), Scale(4), in_shape=(4,))
+
+Rules are called as the engine calls them (``core/_tangents.py``): a rule receives zeros for an
+absent tangent unless its layer opts into symbolic zeros, and results are cast to the dtypes of
+their primals; so a rule written without any ``None`` handling passes.
 """
 from __future__ import annotations
 
 from ._cases import BATCH, TOLERANCES  # noqa: F401 - BATCH: public, outside __all__ as before
-from ._cases import _cast, _given_case, _keys, _random_cases, _resolve_dtype, _spread, _tolerances, _x64_for
+from ._cases import (_cast, _given_case, _keys, _layer_in_shape, _random_cases, _resolve_dtype, _spread,
+                     _tolerances, _x64_for)
 from ._compare import _check_cases
 from ._compiled import _ChainRules, _Subject, _tape
 from ._report import Report, Row, RuleError, _raise_if_failed
+from ..core._checks import check_params
 
 __all__ = ["check_layer", "check_chain", "layer_test", "parametrize_layers", "Report", "Row", "RuleError",
            "TOLERANCES"]
 
 
-def check_layer(layer, params=None, x=None, *, key=None, in_dim=None, dtype=None, atol=None, rtol=None) -> Report:
+def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None,
+                rtol=None) -> Report:
     """Check ``layer``'s jvp, vjp and jacobian rules (module docstring) at ``params`` (default
     ``layer.init(key)``) and ``x`` (default: random, one example and a batch). Returns the
     :class:`Report`, or raises :class:`RuleError` naming the layer, rule, argument, case and worst element."""
     dtype = _resolve_dtype(dtype, x, params)
     with _x64_for(dtype):
         key, rng = _keys(key)
-        params = _cast(_spread(layer.init(key), rng) if params is None else params, dtype)
-        if x is None:
-            required = layer.required_in_dim()
-            if in_dim is not None and required is not None and int(in_dim) != required:
-                raise ValueError(f"check_layer: {layer!r} takes width {required}, but in_dim={in_dim} was given")
-            if required is None and in_dim is None:
-                raise ValueError(f"check_layer: {layer!r} takes inputs of any width (required_in_dim() is None); "
-                                 f"pass in_dim= or x=")
-            cases = _random_cases(rng, required or int(in_dim), dtype)
+        in_shape = _layer_in_shape(layer, in_shape, x, "check_layer")
+        if params is None:
+            params = _spread(layer.init(key), rng)
         else:
-            cases = [_given_case(x, dtype, "check_layer")]
+            check_params(layer, params, "check_layer")
+        params = _cast(params, dtype)
+        cases = _random_cases(rng, in_shape, dtype) if x is None else [_given_case(x, in_shape, dtype, "check_layer")]
         report = Report()
-        _check_cases(_Subject(repr(layer), layer), params, cases, rng, _tolerances(dtype, rtol, atol), report)
+        _check_cases(_Subject(repr(layer), layer, in_shape), params, cases, rng, _tolerances(dtype, rtol, atol),
+                     report)
     return _raise_if_failed(report)
 
 
@@ -77,13 +82,16 @@ def check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, 
     with _x64_for(dtype):
         key, rng = _keys(key)
         params = _cast(_spread(chain.init(key, dtype), rng) if params is None else tuple(params), dtype)
-        cases = _random_cases(rng, chain.dims[0], dtype) if x is None else [_given_case(x, dtype, "check_chain")]
+        if params is not None:
+            chain.check_params(params, "check_chain")
+        cases = _random_cases(rng, chain.in_shape, dtype) if x is None else \
+            [_given_case(x, chain.in_shape, dtype, "check_chain")]
         tols = _tolerances(dtype, rtol, atol)
         report = Report()
-        _check_cases(_Subject("chain", _ChainRules(chain)), params, cases, rng, tols, report, per_leaf=False)
+        _check_cases(_Subject("chain", _ChainRules(chain), chain.in_shape), params, cases, rng, tols, report, per_leaf=False)
         tapes = [_tape(chain, params, xx) for _, xx in cases]
         for i, (layer, p) in enumerate(zip(chain.layers, params), 1):
-            _check_cases(_Subject(f"layer {i}: {layer!r}", layer), p,
+            _check_cases(_Subject(f"layer {i}: {layer!r}", layer, chain.shapes[i - 1]), p,
                          [(case, tape[i - 1]) for (case, _), tape in zip(cases, tapes)], rng, tols, report)
     if report.passed:
         return report
@@ -99,11 +107,11 @@ def parametrize_layers(*layers, dtypes=("float32", "float64")):
                                                     for layer in layers for d in dtypes])
 
 
-def layer_test(*layers, in_dim=None, dtypes=("float32", "float64"), **options):
+def layer_test(*layers, in_shape=None, dtypes=("float32", "float64"), **options):
     """A test function running :func:`check_layer` on every layer and dtype. Assign it to a
-    module-level name starting with ``test``: ``test_my_layers = layer_test(Sine(), in_dim=4)``.
-    ``in_dim`` is used for layers that take any width; ``options`` go to check_layer."""
+    module-level name starting with ``test``: ``test_my_layers = layer_test(Sine(), in_shape=(4,))``.
+    ``in_shape`` is used for layers that take any shape; ``options`` go to check_layer."""
     @parametrize_layers(*layers, dtypes=dtypes)
     def test_layer_rules(layer, dtype):
-        check_layer(layer, in_dim=in_dim if layer.required_in_dim() is None else None, dtype=dtype, **options)
+        check_layer(layer, in_shape=in_shape if layer.input_shape() is None else None, dtype=dtype, **options)
     return test_layer_rules

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core._shapes import as_shape, split_batch
+
 #: dtype -> ((rtol, atol) against autodiff, (rtol, atol) against finite differences)
 TOLERANCES = {
     "float64": ((1e-9, 1e-12), (1e-6, 1e-8)),
@@ -67,16 +69,39 @@ def _normal(rng, like):
     return _put(rng.standard_normal(np.shape(like)).astype(like.dtype))
 
 
-def _random_cases(rng, n, dtype):
-    x = rng.standard_normal((BATCH + 1, n)).astype(dtype)  # standard normal: ReLU-like kinks at 0 are rarely near
-    return [(f"single ({n},) {dtype}", _put(x[BATCH])), (f"batch ({BATCH}, {n}) {dtype}", _put(x[:BATCH]))]
+def _random_cases(rng, in_shape, dtype):
+    """One example of ``in_shape`` and a batch of ``BATCH``, standard normal (ReLU-like kinks at 0
+    are rarely near)."""
+    x = rng.standard_normal((BATCH + 1,) + tuple(in_shape)).astype(dtype)
+    return [(f"single {tuple(in_shape)} {dtype}", _put(x[BATCH])), (f"batch {x[:BATCH].shape} {dtype}", _put(x[:BATCH]))]
 
 
-def _given_case(x, dtype, where):
+def _given_case(x, in_shape, dtype, where):
+    """The case of a given ``x``: one example of ``in_shape``, or a batch of them."""
     x = np.asarray(x, dtype)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"{where}: x must have shape (n,) or (batch, n), got {x.shape}")
-    return (f"{'single' if x.ndim == 1 else 'batch'} {tuple(x.shape)} {dtype}", _put(x))
+    batch = split_batch(x.shape, in_shape, where)
+    return (f"{'batch' if batch else 'single'} {tuple(x.shape)} {dtype}", _put(x))
+
+
+def _layer_in_shape(layer, in_shape, x, where):
+    """The input shape to check ``layer`` at: ``in_shape`` if given, else the layer's own, else
+    that of a given ``x`` (one example); a clear error when none is known or the layer refuses it."""
+    if in_shape is None:
+        in_shape = layer.input_shape()
+        if in_shape is not None and x is not None and np.shape(x) != tuple(in_shape) \
+                and np.shape(x)[1:] != tuple(in_shape):
+            in_shape = np.shape(x)  # e.g. LayerNorm(4) given one (T, 4) example
+    if in_shape is None:
+        if x is None:
+            raise ValueError(f"{where}: {layer!r} takes inputs of any shape (input_shape() is None); "
+                             f"pass in_shape= or x=")
+        in_shape = np.shape(x)
+    in_shape = as_shape(in_shape, f"{where}: in_shape")
+    try:
+        layer.output_shape(in_shape)
+    except Exception as err:  # noqa: BLE001 - the layer's refusal, with its reason
+        raise ValueError(f"{where}: {layer!r} does not take inputs of shape {in_shape}: {err}") from None
+    return in_shape
 
 
 def _tolerances(dtype, rtol, atol):

@@ -96,7 +96,7 @@ def _check_cases(s, params, cases, rng, tols, report, per_leaf=True):
     """Every comparison for every case. All rules of all cases run in one compiled call, all
     references in another (compiling dominates the run time); one by one where that fails."""
     # the Jacobian is defined for one example: take the unbatched case, else example 0 of the batch
-    jac = next((i for i, (_, x) in enumerate(cases) if x.ndim == 1), 0) if s.jacobian else None
+    jac = next((i for i, (_, x) in enumerate(cases) if tuple(x.shape) == s.in_shape), 0) if s.jacobian else None
     draws = [_draw(s, params, x, rng, per_leaf) for _, x in cases]
     rule_inputs = tuple((x, d.y_bar, tuple((x_d, p_d) for _, x_d, p_d in d.directions))
                         for (_, x), d in zip(cases, draws))
@@ -161,8 +161,8 @@ def _compare_case(s, params, case, x, draw, own, refs, tols, report, jacobian):
             add("finite-differences vjp", arg, "finite differences",
                 _compare_inner(got, v, y_bar, ref, *fd_tols, ("⟨vjp(ȳ), ẋ⟩", "⟨ȳ, finite difference⟩")))
     if jacobian:
-        label = case if x.ndim == 1 else f"example 0 of {case}"
-        _check_jacobian(s, params, x if x.ndim == 1 else x[0], own["jacobian"], refs["jacobian"], tols,
+        label = case if tuple(x.shape) == s.in_shape else f"example 0 of {case}"
+        _check_jacobian(s, params, s.one_example(x), own["jacobian"], refs["jacobian"], tols,
                         lambda *row: add(*row, label=label))
 
 
@@ -181,19 +181,22 @@ def _unpack_vjp(own_vjp, treedef, n_leaves, add):
 
 
 def _check_jacobian(s, params, x, got, ref, tols, add):
-    n = x.shape[0]
+    n = x.size
     name, (rtol, atol) = "jax.jacfwd", tols[0]
     if isinstance(ref, Exception):
-        ref = np.stack([_finite_difference(s, params, x, None, e) for e in np.eye(n)], axis=-1)
+        ref = np.stack([_finite_difference(s, params, x, None, e.reshape(x.shape)).reshape(-1)
+                        for e in np.eye(n)], axis=-1)
         name, (rtol, atol) = "finite differences", tols[1]
     op, dense = (got, got) if isinstance(got, Exception) else got
     add("jacobian", "x", name, _compare(dense, ref, rtol, atol))
-    declared, returned, problem = _attempt(s.structure, n), getattr(op, "structure", None), ""
+    shape = tuple(x.shape)
+    declared, returned, problem = _attempt(s.structure, shape), getattr(op, "structure", None), ""
     if isinstance(declared, Exception):
-        problem = f"jacobian_structure({n}): {_why(declared)}"
+        problem = f"jacobian_structure({shape}): {_why(declared)}"
     elif tuple(declared.shape) != tuple(np.shape(ref)):
-        problem = f"jacobian_structure({n}) declares shape {tuple(declared.shape)}, the Jacobian is {np.shape(ref)}"
+        problem = (f"jacobian_structure({shape}) declares shape {tuple(declared.shape)}, the Jacobian "
+                   f"is {np.shape(ref)}")
     elif returned is not None and returned != declared:
         problem = (f"jacobian returned a {returned.describe()} operator, "
-                   f"jacobian_structure({n}) declares {declared.describe()}")
+                   f"jacobian_structure({shape}) declares {declared.describe()}")
     add("jacobian", "structure", "jacobian_structure", (np.inf if problem else 0.0, 0.0, problem))

@@ -7,23 +7,38 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from ..core import Layer
+from ..core._tangents import call_jvp, call_vjp
+
 
 class _Subject:
     """What is checked: ``rules``, a layer or a chain seen through the layer protocol, shown as
-    ``name``. Equal and hashed by ``rules`` alone, so that the compiled helpers below are
-    compiled once per layer (by value: equal layers share them) and shapes."""
+    ``name``, for inputs of ``in_shape`` (one example; a batch has one more leading axis). Equal
+    and hashed by ``rules`` and ``in_shape``, so that the compiled helpers below are compiled once
+    per layer (by value: equal layers share them) and shapes. A layer's rules are called as the
+    engine calls them (``call_jvp`` / ``call_vjp``: zeros for absent tangents, primal dtypes)."""
 
-    def __init__(self, name, rules):
-        self.name, self.rules = name, rules
-        self.apply, self.jvp, self.vjp = rules.apply, rules.jvp, rules.vjp
+    def __init__(self, name, rules, in_shape):
+        self.name, self.rules, self.in_shape = name, rules, tuple(in_shape)
+        self.apply = rules.apply
+        if isinstance(rules, Layer):
+            self.jvp = lambda params, x, y, x_dot, params_dot: call_jvp(rules, params, x, y, x_dot, params_dot)
+            self.vjp = lambda params, x, y, y_bar: call_vjp(rules, params, x, y, y_bar)
+        else:
+            self.jvp, self.vjp = rules.jvp, rules.vjp
         self.jacobian = getattr(rules, "jacobian", None)
         self.structure = getattr(rules, "jacobian_structure", None)
 
+    def one_example(self, x):
+        """``x`` itself if it is one example, else example 0 of the batch."""
+        return x if tuple(x.shape) == self.in_shape else x[0]
+
     def __eq__(self, other):
-        return isinstance(other, _Subject) and type(self.rules) is type(other.rules) and self.rules == other.rules
+        return isinstance(other, _Subject) and type(self.rules) is type(other.rules) and \
+            (self.rules, self.in_shape) == (other.rules, other.in_shape)
 
     def __hash__(self):
-        return hash(self.rules)
+        return hash((self.rules, self.in_shape))
 
 
 @dataclass(frozen=True)
@@ -63,9 +78,9 @@ def _rules_body(s, params, x, y_bar, directions, jacobian):
 
 def _jacobian_body(s, params, x):
     """The Jacobian at one example (example 0 of a batch): as returned, and dense."""
-    x1 = x if x.ndim == 1 else x[0]
+    x1 = s.one_example(x)
     op = s.jacobian(params, x1, s.apply(params, x1))
-    return op, op.to_dense() if hasattr(op, "to_dense") else jnp.asarray(op)
+    return op, op.to_dense() if hasattr(op, "to_dense") else jnp.asarray(op).reshape(-1, x1.size)
 
 
 def _jax_jvps(s, params, x, x_dots, params_dots):
@@ -78,7 +93,8 @@ def _jax_vjp(s, params, x, y_bar):
 
 
 def _jax_jacobian(s, params, x):
-    return jax.jacfwd(lambda v: s.apply(params, v))(x if x.ndim == 1 else x[0])
+    x1 = s.one_example(x)
+    return jax.jacfwd(lambda v: s.apply(params, v))(x1).reshape(-1, x1.size)  # (size out, size in)
 
 
 def _references_body(s, params, x, y_bar, x_dots, params_dots, jacobian):

@@ -1,0 +1,61 @@
+"""``jacket plan 784,1024,16,1024,784 --act tanh``: print the plan table for a Dense/activation chain."""
+from __future__ import annotations
+
+HELP = "print the accumulation plan (cost table) for a Dense/activation chain of given widths"
+
+from ..registry import ACTIVATIONS
+
+
+def add_arguments(parser):
+    parser.add_argument("widths", help="comma-separated widths n_0,n_1,...,n_L (Dense layers between them)")
+    parser.add_argument("--act", default="tanh", choices=tuple(ACTIVATIONS) + ("none",),
+                        help="activation after every Dense layer but the last (default tanh)")
+    parser.add_argument("--order", default="optimal",
+                        help="forward | reverse | optimal | a bracketing such as '(J3 (J2 J1))' (default optimal)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also print the one-line costs of forward, reverse and the two dense bracketings")
+    parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
+
+
+def build_chain(widths, act):
+    import jacket
+    return jacket.mlp(widths, activation=None if act == "none" else act)
+
+
+def parse_widths(text):
+    try:
+        widths = [int(w) for w in text.replace(" ", "").split(",") if w]
+    except ValueError:
+        raise SystemExit(f"jacket plan: widths must be comma-separated integers, got {text!r}")
+    if len(widths) < 2 or min(widths) < 1:
+        raise SystemExit(f"jacket plan: need at least two positive widths, got {text!r}")
+    return widths
+
+
+def run(args) -> int:
+    chain = build_chain(parse_widths(args.widths), args.act)
+    try:
+        plan = chain.plan(args.order)
+    except ValueError as err:
+        print(f"jacket plan: {err}")
+        return 2
+    print(f"chain: {chain}\n")
+    print(plan)
+    if args.compare:
+        from .._table import format_table
+        n = len(chain)
+        left = "(" * (n - 1) + f"J{n}" + "".join(f" J{i})" for i in range(n - 1, 0, -1))
+        right = "".join(f"(J{i} " for i in range(n, 1, -1)) + "J1" + ")" * (n - 1)
+        rows = [(name, chain.plan(o).fma, chain.plan(o).fma / plan.fma)
+                for name, o in [("forward", "forward"), ("reverse", "reverse"), ("left-nested", left),
+                                ("right-nested", right), ("optimal", "optimal")]]
+        print("\n" + format_table(["order", "fma", "vs this plan"], rows))
+    if args.plot:
+        from ..planning.plot import plot_plan
+        try:
+            plot_plan(plan, args.plot)
+        except (ImportError, OSError) as err:
+            print(f"jacket plan: not saving the plan tree: {err}")
+            return 1
+        print(f"\nplan tree saved to {args.plot}")
+    return 0

@@ -1,0 +1,6 @@
+"""Compositions of layers: Chain, the MLP builder, and backpropagation through a loss."""
+from ._backprop import value_and_grad
+from ._chain import Chain
+from ._mlp import mlp
+
+__all__ = ["Chain", "mlp", "value_and_grad"]

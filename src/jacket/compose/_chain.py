@@ -1,0 +1,212 @@
+"""Chain: the composition f_N ∘ … ∘ f_1, differentiated by composing the layers' rules.
+
+Forward accumulation pushes a tangent from input to output through the JVP rules; reverse
+accumulation pulls a cotangent from output to input through the VJP rules, over the activations
+x_0 … x_N remembered by a forward pass (the tape). Every rule is called through
+``core/_tangents.py``, which handles absent tangents and dtypes for all layers alike.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ..core import Layer, as_shape, size
+from ..core._checks import check_input, check_like, check_params
+from ..core._shapes import describe_shape
+from ..core._tangents import call_jvp, call_vjp, cast_like, is_absent
+
+__all__ = ["Chain"]
+
+
+class Chain:
+    """``Chain(layers, in_shape=None)``: the function ``x ↦ f_N(… f_1(x))``.
+
+    ``in_shape`` (a tuple, or an int n for vectors ``(n,)``) is needed only when the first layer
+    doesn't fix its input shape (an activation). ``chain.shapes = (s_0, …, s_N)`` are the shapes
+    of one example between the layers (declared by each layer, or found by ``jax.eval_shape``),
+    ``chain.dims = (n_0, …, n_N)`` their sizes, on which plans are costed. Layer ``i`` (counted
+    from 1, as J_i) maps ``s_{i-1}`` to ``s_i``. Inputs are one example ``s_0`` or a batch
+    ``(batch,) + s_0``. Params are a tuple with one pytree per layer. A Chain is immutable and
+    hashable, so it can be a static argument of ``jax.jit``.
+    """
+
+    def __init__(self, layers: Sequence[Layer], in_shape=None):
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("Chain needs at least one layer")
+        for i, layer in enumerate(layers, 1):
+            if not isinstance(layer, Layer):
+                from ..losses import Loss
+                if isinstance(layer, Loss):
+                    raise TypeError(f"layer {i} is the loss {layer!r}: a loss ends the computation and is "
+                                    f"not a factor of a Chain; pass it to jacket.value_and_grad(chain, loss)")
+                raise TypeError(f"layer {i} is {layer!r} ({type(layer).__name__}), not a jacket.Layer")
+        if in_shape is None:
+            in_shape = layers[0].input_shape()
+            if in_shape is None:
+                raise ValueError(f"Chain: the first layer {layers[0]!r} takes inputs of any shape; pass in_shape=")
+        shapes = [as_shape(in_shape, "Chain in_shape")]
+        for i, layer in enumerate(layers, 1):
+            source = "the chain's input" if i == 1 else f"layer {i - 1} ({layers[i - 2]!r})"
+            try:
+                out = layer.output_shape(shapes[-1])
+            except Exception as err:  # noqa: BLE001 - a layer's own refusal, or eval_shape's
+                raise ValueError(f"Chain: layer {i} ({layer!r}) cannot take {source} of shape "
+                                 f"{shapes[-1]}: {err}") from err
+            try:
+                shapes.append(as_shape(tuple(out), f"layer {i} ({layer!r}) output shape"))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"Chain: layer {i} ({layer!r}) gives output shape {out!r} for input "
+                                 f"shape {shapes[-1]}: {err}") from None
+        self._layers = layers
+        self._shapes = tuple(shapes)
+        self._dims = tuple(size(s) for s in shapes)
+        self._hash = hash((Chain, layers, self._shapes))
+
+    # ---- static structure -------------------------------------------------------------
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self._layers
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """``(s_0, …, s_N)``: the input shape of one example, then each layer's output shape."""
+        return self._shapes
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """``(n_0, …, n_N)``: the sizes of ``shapes``, the widths the plans are costed on."""
+        return self._dims
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self._shapes[0]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._shapes[-1]
+
+    def __len__(self):
+        return len(self._layers)
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def __getitem__(self, i):
+        return self._layers[i]
+
+    def __eq__(self, other):
+        return isinstance(other, Chain) and (self._layers, self._shapes) == (other._layers, other._shapes)
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        inner = ", ".join(map(repr, self._layers))
+        if all(len(s) == 1 for s in self._shapes):
+            return f"Chain([{inner}], dims={self._dims})"
+        return f"Chain([{inner}], shapes={' -> '.join(describe_shape(s) for s in self._shapes)})"
+
+    # ---- checks ------------------------------------------------------------------------
+    def check_params(self, params, where="Chain", name="params"):
+        """A clear error unless ``params`` is one pytree per layer, each with the structure,
+        shapes and kinds of dtype of that layer's ``init``; the message names the layer's index,
+        the layer and the leaf."""
+        if not isinstance(params, (tuple, list)) or len(params) != len(self._layers):
+            got = f"a {type(params).__name__} of length {len(params)}" if isinstance(params, (tuple, list)) \
+                else type(params).__name__
+            raise ValueError(f"{where}: {name} must be a tuple with one entry per layer "
+                             f"({len(self._layers)}), got {got}")
+        for i, (layer, p) in enumerate(zip(self._layers, params), 1):
+            check_params(layer, p, f"{where}: layer {i}", name=f"{name}[{i - 1}]")
+
+    def _check_params_dot(self, params_dot, where):
+        """Each present entry of ``params_dot`` like its layer's params (``None`` or ``{}``: absent)."""
+        if not isinstance(params_dot, (tuple, list)) or len(params_dot) != len(self._layers):
+            self.check_params(params_dot, where, "params_dot")  # raises the length message
+        for i, (layer, p_dot) in enumerate(zip(self._layers, params_dot), 1):
+            if not is_absent(p_dot):
+                check_params(layer, p_dot, f"{where}: layer {i}", name=f"params_dot[{i - 1}]")
+
+    def _check_x(self, x, where):
+        return check_input(x, self.in_shape, where)
+
+    # ---- primal ------------------------------------------------------------------------
+    def init(self, key, dtype=jnp.float32) -> tuple:
+        """One params pytree per layer, floating leaves cast to ``dtype``."""
+        keys = jax.random.split(key, len(self._layers))
+        params = tuple(layer.init(k) for layer, k in zip(self._layers, keys))
+
+        def cast(a):
+            return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+        return jax.tree_util.tree_map(cast, params)
+
+    def apply(self, params, x):
+        """``y = f_N(… f_1(x))``; x: ``s_0`` or ``(batch,) + s_0`` -> y: ``s_N`` or ``(batch,) + s_N``."""
+        return self.forward(params, x)[0]
+
+    def forward(self, params, x):
+        """``(y, tape)`` with ``tape = (x_0, …, x_N)``, the activations reverse mode needs."""
+        self.check_params(params, "Chain.forward")
+        x = self._check_x(x, "Chain.forward")
+        tape = [x]
+        for layer, p in zip(self._layers, params):
+            tape.append(layer.apply(p, tape[-1]))
+        return tape[-1], tuple(tape)
+
+    # ---- forward accumulation ----------------------------------------------------------
+    def jvp(self, params, x, x_dot, params_dot=None):
+        """Forward accumulation: ``(y, y_dot)``, pushing ``x_dot`` (shape of x, or ``None``) and
+        optionally ``params_dot`` (pytree like params; ``None`` or ``{}`` entries are absent)
+        from input to output. Layers before the first tangent are not differentiated at all."""
+        self.check_params(params, "Chain.jvp")
+        x = self._check_x(x, "Chain.jvp")
+        if x_dot is not None:
+            x_dot = cast_like(check_like(x_dot, x, "Chain.jvp", "x_dot", "x"), x)
+        if params_dot is None:
+            params_dot = (None,) * len(self._layers)
+        else:
+            self._check_params_dot(params_dot, "Chain.jvp")
+        for layer, p, p_dot in zip(self._layers, params, params_dot):
+            y = layer.apply(p, x)
+            x_dot = call_jvp(layer, p, x, y, x_dot, p_dot)
+            x = y
+        return x, jnp.zeros_like(x) if x_dot is None else x_dot
+
+    # ---- reverse accumulation ----------------------------------------------------------
+    def vjp(self, params, x):
+        """Reverse accumulation: ``(y, pullback)``, ``pullback(y_bar) -> (params_bar, x_bar)``,
+        as ``jax.vjp(chain.apply, params, x)``. The pullback runs the VJP rules from the last
+        layer back to the first over the tape of one forward pass."""
+        y, tape = self.forward(params, x)
+
+        def pullback(y_bar):
+            y_bar = cast_like(check_like(y_bar, y, "Chain.vjp pullback", "y_bar", "the output y"), y)
+            return self.pull(params, tape, y_bar)
+        return y, pullback
+
+    def pull(self, params, tape, y_bar):
+        """``(params_bar, x_bar)``: ``y_bar`` pulled back over a tape from :meth:`forward`."""
+        params_bar = [None] * len(self._layers)
+        for i in reversed(range(len(self._layers))):
+            params_bar[i], y_bar = call_vjp(self._layers[i], params[i], tape[i], tape[i + 1], y_bar)
+        return tuple(params_bar), y_bar
+
+    # ---- orders (see jacket/planning) --------------------------------------------------
+    def plan(self, order="optimal", devices: int = 1):
+        """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
+        order and devices). With ``devices > 1`` the TAN/ADJ seeds are split across that many
+        devices and costs are per device."""
+        from ..planning import make_plan
+        return make_plan(self, order, devices)
+
+    def jacobian(self, params, x, order="optimal", mesh=None):
+        """The Jacobian at x: shape ``s_N + s_0`` for one example (as ``jax.jacfwd``), or
+        ``(batch,) + s_N + s_0`` for a batch, accumulated in ``order``: ``"forward"``,
+        ``"reverse"``, ``"optimal"``, a bracketing such as ``"(J3 (J2 J1))"``, or a
+        :class:`~jacket.Plan`. With a ``jax.sharding.Mesh``, the seeds of every TAN/ADJ step are
+        split across its devices for one example, the examples for a batch."""
+        from ..execute import jacobian
+        return jacobian(self, params, x, order, mesh)

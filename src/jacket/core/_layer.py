@@ -1,0 +1,150 @@
+"""The layer protocol: a primal with its hand-written derivative rules and cost declaration.
+
+Signatures (one convention for every rule, in the argument order of ``jax.vjp``)::
+
+    init(key)                                -> params           pytree ({} by default)
+    input_shape()                            -> tuple | None     the input shape it requires (None: any)
+    output_shape(in_shape)                   -> tuple            out_shape (default: found by jax.eval_shape)
+    apply(params, x)                         -> y                x: in_shape or (batch,) + in_shape
+    jvp(params, x, y, x_dot, params_dot)     -> y_dot            linear in (x_dot, params_dot)
+    vjp(params, x, y, y_bar)                 -> (params_bar, x_bar)   params_bar summed over the batch
+    jacobian(params, x, y)                   -> LinearOperator   (size(out_shape), size(in_shape)), one example
+
+``y`` is the primal output ``apply(params, x)``, passed in so rules can reuse it (tanh' = 1 - y²).
+Tangents are arrays shaped like their primals: the engine passes zeros where a tangent is absent
+(``core/_tangents.py``); a layer that sets ``symbolic_zeros = True`` receives ``None`` instead.
+
+Cost declaration, static (fma = multiply-adds, per vector, for one example of ``in_shape``)::
+
+    jvp_cost(in_shape), vjp_cost(in_shape)  one tangent / one cotangent through the rule
+    jacobian_structure(in_shape)            the Structure that ``jacobian`` returns
+    jacobian_cost(in_shape)                 fma to materialise it
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+
+from ..operators import Diagonal, Matrix, Structure
+from ._shapes import size
+from ._static import Static
+from ._tangents import call_jvp, zeros_like_tree
+
+__all__ = ["Layer", "Elementwise"]
+
+_RENAMED = {"required_in_dim": "input_shape() (a tuple such as (n,), or None)",
+            "out_dim": "output_shape(in_shape) (tuples)"}
+
+
+class Layer(Static):
+    """Base class for layers: subclass it, set static configuration in ``__init__``.
+
+    Layers hold only static configuration (ints, floats, strings, tuples); arrays live in
+    ``params``. Equality and hashing are by type and attributes, so a layer (and a Chain of
+    layers) can be a static argument of ``jax.jit``.
+    """
+
+    #: True: the rules accept ``None`` for an absent tangent (built-ins); False: they get zeros.
+    symbolic_zeros = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for old, new in _RENAMED.items():
+            if callable(cls.__dict__.get(old)):
+                raise TypeError(f"{cls.__name__}.{old}: the layer protocol now works with shapes; "
+                                f"define {new} instead")
+
+    # ---- shapes and primal -----------------------------------------------------------
+    def init(self, key):
+        """Parameters for this layer (a pytree). Default: ``{}``."""
+        return {}
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The input shape this layer requires as the first layer of a chain, or ``None`` if it
+        takes any shape (then the chain needs ``in_shape=``)."""
+        return None
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Output shape for one example of ``in_shape``; raise ``ValueError`` for a shape the layer
+        does not take. Default: ``jax.eval_shape`` of ``apply`` on ``init``'s params (nothing runs)."""
+        return _traced_output_shape(self, tuple(in_shape))
+
+    def apply(self, params, x):  # pragma: no cover - abstract
+        """``y = f(params, x)`` for x of shape ``in_shape`` or ``(batch,) + in_shape``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply(params, x)")
+
+    # ---- rules -----------------------------------------------------------------------
+    def jvp(self, params, x, y, x_dot, params_dot):  # pragma: no cover - abstract
+        """Tangent ``y_dot`` (shape of y) for tangents ``x_dot`` (shape of x) and ``params_dot``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement jvp(params, x, y, x_dot, params_dot)")
+
+    def vjp(self, params, x, y, y_bar):  # pragma: no cover - abstract
+        """Cotangents ``(params_bar, x_bar)`` for ``y_bar`` (shape of y); params_bar summed over the batch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement vjp(params, x, y, y_bar)")
+
+    def jacobian(self, params, x, y):
+        """Jacobian with respect to x at one example ``x`` (shape ``in_shape``): an operator of
+        shape ``(size(out_shape), size(in_shape))``. Default: the JVP rule on the unit vectors."""
+        n = x.size
+        units = jnp.eye(n, dtype=x.dtype).reshape((n,) + x.shape)
+        no_params = zeros_like_tree(params)
+        columns = jax.vmap(lambda e: call_jvp(self, params, x, y, e, no_params))(units)
+        return Matrix.transpose_of(columns.reshape(n, -1))  # one row per unit tangent, kept as made
+
+    # ---- cost declaration (fma) ------------------------------------------------------
+    def jvp_cost(self, in_shape) -> int:
+        """fma to push one tangent through ``jvp``. Default: a dense ``n_out × n_in`` product."""
+        return size(in_shape) * size(self.output_shape(in_shape))
+
+    def vjp_cost(self, in_shape) -> int:
+        """fma to pull one cotangent (input part) through ``vjp``. Default: ``jvp_cost``."""
+        return self.jvp_cost(in_shape)
+
+    def jacobian_structure(self, in_shape) -> Structure:
+        """Structure of what ``jacobian`` returns. Default: dense."""
+        return Structure("matrix", size(self.output_shape(in_shape)), size(in_shape))
+
+    def jacobian_cost(self, in_shape) -> int:
+        """fma to materialise the Jacobian. Default: n_in JVPs (the default ``jacobian``)."""
+        return size(in_shape) * self.jvp_cost(in_shape)
+
+
+@lru_cache(maxsize=1024)
+def _traced_output_shape(layer, in_shape):
+    params = jax.eval_shape(layer.init, jax.random.PRNGKey(0))
+    out = jax.eval_shape(layer.apply, params, jax.ShapeDtypeStruct(in_shape, jnp.float32))
+    return tuple(out.shape)
+
+
+class Elementwise(Layer):
+    """Base for elementwise layers ``y = f(x)`` of any shape: subclasses define ``apply`` and
+    ``derivative(x, y)`` (f'(x), allowed to reuse y). Rules, Jacobian and costs follow."""
+
+    symbolic_zeros = True
+
+    def derivative(self, x, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def output_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        return self.derivative(x, y) * x_dot
+
+    def vjp(self, params, x, y, y_bar):
+        return {}, self.derivative(x, y) * y_bar
+
+    def jacobian(self, params, x, y):
+        return Diagonal(self.derivative(x, y).reshape(-1))
+
+    def jvp_cost(self, in_shape):
+        return size(in_shape)
+
+    def jacobian_structure(self, in_shape):
+        n = size(in_shape)
+        return Structure("diagonal", n, n)
+
+    def jacobian_cost(self, in_shape):
+        return size(in_shape)

@@ -1,0 +1,64 @@
+"""Tangent conventions, handled by the engine so that no user rule has to know them.
+
+* An absent tangent is ``None`` inside the engine (a symbolic zero, as JAX's ``Zero``). A rule
+  receives it only if its layer opts in with ``symbolic_zeros = True`` (the built-ins do, to
+  skip work); every other rule receives arrays: zeros of the shape and dtype of the primal.
+* When every tangent of a layer is absent its output tangent is absent too (the rule is
+  linear), so the rule is not called at all.
+* Tangents and cotangents have the dtype of their primal: ``y_dot`` that of ``y``, ``x_bar``
+  that of ``x``, each leaf of ``params_bar`` that of its parameter (as ``jax.grad`` returns
+  float32 gradients for float32 params, whatever the dtype of the input).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["is_absent", "zeros_like_tree", "call_jvp", "call_vjp", "cast_like"]
+
+
+def is_absent(tangent) -> bool:
+    """``None``, ``{}`` or any pytree without leaves: no tangent. (Not ``not tangent``: the
+    truth value of an array is an error, or a tracer error under jit.)"""
+    return tangent is None or not jax.tree_util.tree_leaves(tangent)
+
+
+def zeros_like_tree(tree):
+    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+
+
+def cast_like(value, primal):
+    """``value`` in the dtype of ``primal`` (a no-op when they agree; non-arrays pass through)."""
+    dtype = getattr(primal, "dtype", None)
+    if dtype is None or getattr(value, "dtype", dtype) == dtype:
+        return value
+    return value.astype(dtype)
+
+
+def _cast_tree_like(tree, primals):
+    try:
+        return jax.tree_util.tree_map(cast_like, tree, primals)
+    except (TypeError, ValueError):  # another structure: left as is, for the checker to report
+        return tree
+
+
+def call_jvp(layer, params, x, y, x_dot, params_dot):
+    """``y_dot`` from ``layer.jvp`` under the conventions above; ``None`` if both tangents are absent."""
+    x_absent, params_absent = x_dot is None, is_absent(params_dot)
+    if x_absent and params_absent:
+        return None
+    if getattr(layer, "symbolic_zeros", False):
+        y_dot = layer.jvp(params, x, y, x_dot, None if params_absent else params_dot)
+    else:
+        y_dot = layer.jvp(params, x, y, jnp.zeros_like(x) if x_absent else x_dot,
+                          zeros_like_tree(params) if params_absent else params_dot)
+    return cast_like(y_dot, y)
+
+
+def call_vjp(layer, params, x, y, y_bar):
+    """``(params_bar, x_bar)`` from ``layer.vjp``, each in the dtype of its primal."""
+    result = layer.vjp(params, x, y, y_bar)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"{layer!r}: vjp must return (params_bar, x_bar), got {type(result).__name__}")
+    params_bar, x_bar = result
+    return _cast_tree_like(params_bar, params), cast_like(x_bar, x)

@@ -1,0 +1,127 @@
+"""Parameter-free layers: elementwise activations (any shape) and the softmax family (over the last axis)."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+from ..core import Elementwise, Layer, size
+from ..operators import Structure, blocks_plus_low_rank
+
+__all__ = ["Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax", "LogSoftmax"]
+
+
+class Tanh(Elementwise):
+    """``y = tanh(x)``; ``f'(x) = 1 - y²`` (reuses the output)."""
+
+    def apply(self, params, x):
+        return jnp.tanh(x)
+
+    def derivative(self, x, y):
+        return 1 - y * y
+
+
+class Sigmoid(Elementwise):
+    """``y = σ(x) = 1 / (1 + e^{-x})``; ``f'(x) = y (1 - y)`` (reuses the output)."""
+
+    def apply(self, params, x):
+        return jax.nn.sigmoid(x)
+
+    def derivative(self, x, y):
+        return y * (1 - y)
+
+
+class ReLU(Elementwise):
+    """``y = max(x, 0)``; ``f'(x) = 1[x > 0]`` (0 at x = 0, as in JAX)."""
+
+    def apply(self, params, x):
+        # jax.nn.relu, not jnp.maximum(x, 0): JAX differentiates maximum as 1/2 at the tie, so
+        # JAX's derivative of apply would disagree with this rule at exactly x = 0.
+        return jax.nn.relu(x)
+
+    def derivative(self, x, y):
+        return (x > 0).astype(y.dtype)
+
+
+class Softplus(Elementwise):
+    """``y = log(1 + eˣ)``, computed stably as ``max(x, 0) + log1p(e^{-|x|})``; ``f'(x) = σ(x)``."""
+
+    def apply(self, params, x):
+        return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+    def derivative(self, x, y):
+        return jax.nn.sigmoid(x)
+
+
+class GELU(Elementwise):
+    """Exact GELU ``y = x Φ(x)``, Φ the standard normal CDF (erf form); ``f'(x) = Φ(x) + x φ(x)``."""
+
+    def apply(self, params, x):
+        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+    def derivative(self, x, y):
+        cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+        pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return cdf + x * pdf
+
+
+class _LastAxisLowRank(Layer):
+    """Shared shapes and cost declaration of the softmax family, over the last axis of any shape:
+    the Jacobian is diagonal plus rank one per position (rank T for a ``(T, n)`` input)."""
+
+    symbolic_zeros = True
+
+    def output_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def jvp_cost(self, in_shape):
+        return 2 * size(in_shape)  # one dot product with s, one elementwise product
+
+    def jacobian_structure(self, in_shape):
+        n = size(in_shape)
+        return Structure("dplr", n, n, n // in_shape[-1])
+
+    def jacobian_cost(self, in_shape):
+        return size(in_shape) * (size(in_shape) // in_shape[-1])  # U and V, block by block
+
+
+class Softmax(_LastAxisLowRank):
+    """``y = s = softmax(x)`` over the last axis (max-shifted). Jacobian ``diag(s) - s sᵀ``:
+    ``y_dot = s ⊙ (x_dot - ⟨s, x_dot⟩)``, and the same form for the VJP (it is symmetric)."""
+
+    def apply(self, params, x):
+        z = x - jax.lax.stop_gradient(x.max(axis=-1, keepdims=True))
+        e = jnp.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        return y * (x_dot - (y * x_dot).sum(axis=-1, keepdims=True))
+
+    def vjp(self, params, x, y, y_bar):
+        return {}, y * (y_bar - (y * y_bar).sum(axis=-1, keepdims=True))
+
+    def jacobian(self, params, x, y):
+        s = y.reshape(-1, y.shape[-1])
+        return blocks_plus_low_rank(s, -s[:, :, None], s[:, :, None])
+
+
+class LogSoftmax(_LastAxisLowRank):
+    """``y = x - logsumexp(x)`` over the last axis (stable). With ``s = exp(y)``, the Jacobian is
+    ``I - 1 sᵀ``: ``y_dot = x_dot - ⟨s, x_dot⟩``, ``x_bar = y_bar - s Σ y_bar``."""
+
+    def apply(self, params, x):
+        z = x - jax.lax.stop_gradient(x.max(axis=-1, keepdims=True))
+        return z - jnp.log(jnp.exp(z).sum(axis=-1, keepdims=True))
+
+    def jvp(self, params, x, y, x_dot, params_dot=None):
+        return x_dot - (jnp.exp(y) * x_dot).sum(axis=-1, keepdims=True)
+
+    def vjp(self, params, x, y, y_bar):
+        return {}, y_bar - jnp.exp(y) * y_bar.sum(axis=-1, keepdims=True)
+
+    def jacobian(self, params, x, y):
+        s = jnp.exp(y).reshape(-1, y.shape[-1])
+        ones = jnp.ones_like(s)
+        return blocks_plus_low_rank(ones, -ones[:, :, None], s[:, :, None])

@@ -1,0 +1,241 @@
+"""``jacket train logistic | mlp`` and the examples behind them (src/jacket/examples/).
+
+Quick runs by default; the full digits run (accuracy ≥ 0.95) and the full notes check are slow.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jacket
+from jacket import cli
+
+pytest.importorskip("sklearn", reason="the examples' data sets come from scikit-learn")
+
+from jacket.examples import logistic, mlp, split  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCURACY_LINE = re.compile(r"^test accuracy: [01]\.\d{4}$")
+
+
+def _max_diff(a, b) -> float:
+    return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree_util.tree_leaves(a),
+                                                               jax.tree_util.tree_leaves(b)))
+
+
+# ---- data ------------------------------------------------------------------------------------
+def test_split_is_a_seeded_partition():
+    train, test = split(100, 0.2, seed=3)
+    assert len(test) == 20 and len(train) == 80
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    again, _ = split(100, 0.2, seed=3)
+    other, _ = split(100, 0.2, seed=4)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def test_logistic_data_standardised_with_train_statistics_only():
+    data = logistic.load_data(seed=0)
+    np.testing.assert_allclose(data.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(data.x_train.std(axis=0), 1, atol=1e-12)
+    # The test split is scaled with the train statistics, so its mean is not exactly zero.
+    assert np.abs(data.x_test.mean(axis=0)).max() > 1e-3
+    assert set(np.unique(data.y_train)) == {0.0, 1.0} and data.y_train.shape == (len(data.x_train), 1)
+
+
+# ---- logistic regression ---------------------------------------------------------------------
+# (dtype, bound on |difference| / largest gradient entry): float64 leaves only rounding;
+# float32 rounds each of the N terms of Xᵀ(p − y)/N at about 6e-8.
+@pytest.mark.parametrize("dtype, rel_tol", [("float64", 1e-13), ("float32", 5e-5)])
+def test_logistic_gradient_agrees_every_step(dtype, rel_tol):
+    result = logistic.train(steps=25, dtype=dtype)
+    assert result.checks == 2 * 25  # both optimizers, every step
+    for pair, rel in result.max_rel_diff.items():
+        assert rel <= rel_tol, f"{pair}: relative difference {rel:.2e} > {rel_tol:.0e} ({dtype})"
+    if dtype == "float64":
+        for pair, diff in result.max_diff.items():
+            assert diff <= 1e-14, f"{pair}: {diff:.2e}"
+
+
+def test_logistic_loss_decreases():
+    result = logistic.train(steps=25)
+    descent, adam = result.methods
+    # Gradient descent on a smooth convex loss with a step below 2/L never goes up.
+    assert np.all(np.diff(descent.losses) < 0), descent.losses
+    assert adam.losses[-1] < 0.5 * adam.losses[0]
+    assert descent.test_accuracy > 0.8 and adam.test_accuracy > 0.8
+
+
+def test_closed_form_against_jax_grad_at_random_weights(key):
+    data = logistic.load_data()
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    k_w, k_b = jax.random.split(key)
+    params = {"w": jax.random.normal(k_w, (30, 1), jnp.float64), "b": jax.random.normal(k_b, (1,), jnp.float64)}
+    chain = jacket.Chain([jacket.Dense(30, 1)])
+    _, engine, diffs = logistic.checked_gradient(chain, jacket.BinaryCrossEntropyWithLogits(), params, x, y)
+    engine_closed, engine_jax, closed_jax, scale = np.asarray(diffs)
+    assert scale > 0.1  # random weights: far from the optimum, large gradients
+    assert max(engine_closed, engine_jax, closed_jax) < 1e-13 * scale
+
+
+def test_gradient_descent_step_is_w_minus_alpha_grad():
+    params = {"w": jnp.array([[1.0], [2.0]]), "b": jnp.array([3.0])}
+    grads = {"w": jnp.array([[0.5], [-1.0]]), "b": jnp.array([2.0])}
+    new = logistic.gradient_descent_step(params, grads, 0.1)
+    np.testing.assert_allclose(new["w"], [[0.95], [2.1]])
+    np.testing.assert_allclose(new["b"], [2.8])
+
+
+def test_train_logistic_command(capsys):
+    assert cli.main(["train", "logistic", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient agreement over 50 steps (float64)" in out
+    for row in ("engine vs closed form", "engine vs jax.grad", "closed form vs jax.grad"):
+        line = next(line for line in out.splitlines() if line.startswith(row))
+        diff = float(line.split()[-2])
+        assert diff <= 1e-14, line
+
+
+# ---- the digits network ----------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_delta_recursion_by_hand_matches_engine_and_jax(activation, key):
+    data = mlp.load_data()
+    chain = mlp.make_chain(activation=activation)
+    loss = jacket.SoftmaxCrossEntropy()
+    params = chain.init(key, dtype=jnp.float64)
+    x, y = jnp.asarray(data.x_train[:50], jnp.float64), jnp.asarray(data.y_train[:50])
+
+    @jax.jit  # one compilation, not one per operation
+    def gradients(params, x, y):
+        hand = mlp.backprop_by_hand(chain, params, x, y)
+        _, engine = jacket.value_and_grad(chain, loss)(params, x, y)
+        reference = jax.grad(lambda p: loss.apply(chain.apply(p, x), y))(params)
+        return hand, engine, reference
+
+    hand, engine, reference = gradients(params, x, y)
+    assert _max_diff(hand, engine) < 1e-14
+    assert _max_diff(engine, reference) < 1e-14
+
+
+def test_mlp_gradient_check_float32(key):
+    data = mlp.load_data()
+    chain = mlp.make_chain()
+    params = chain.init(key, dtype=jnp.float32)
+    diff, scale = mlp.gradient_check(chain, jacket.SoftmaxCrossEntropy(), params,
+                                     jnp.asarray(data.x_train[:32]), jnp.asarray(data.y_train[:32]))
+    assert scale > 1e-3  # a gradient worth comparing
+    assert diff <= 1e-5 * scale
+
+
+def test_mlp_quick_run_learns_and_is_reproducible():
+    run = dict(epochs=1, max_steps=15, progress=False, log=None)
+    first = mlp.train(seed=0, **run)
+    again = mlp.train(seed=0, **run)
+    assert first.steps == len(first.step_losses) == 15
+    assert first.epoch_train_loss[-1] < 0.7 * first.initial_train_loss
+    assert first.step_losses == again.step_losses and first.test_accuracy == again.test_accuracy
+
+
+def test_train_mlp_command(tmp_path, capsys):
+    plot = tmp_path / "curve.png"
+    assert cli.main(["train", "mlp", "--quick", "--no-progress", "--plot", str(plot)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert ACCURACY_LINE.match(lines[-1]), lines[-1]
+    check = next(line for line in lines if line.startswith("gradient check"))
+    assert float(re.search(r"= ([0-9.e+-]+)", check).group(1)) < 1e-5
+    assert any(line.startswith("epoch   1") for line in lines)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_mlp_without_tqdm_and_matplotlib(monkeypatch, tmp_path, capsys):
+    for name in ("tqdm", "matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing them now raises ImportError
+    assert cli.main(["train", "mlp", "--quick", "--plot", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert any(line.startswith("epoch   1") for line in lines)  # per-epoch lines replace the bar
+    assert ACCURACY_LINE.match(lines[-1])
+    assert 'pip install "jacket[examples]"' in captured.err
+    assert not (tmp_path / "c.png").exists()
+
+
+# ---- the command line --------------------------------------------------------------------------
+def test_missing_scikit_learn_names_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    assert cli.main(["train", "logistic", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "scikit-learn" in err and 'pip install "jacket[examples]"' in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "mlp", "--epochs", "0"], "epochs"),
+    (["train", "mlp", "--batch-size", "5000", "--quick"], "batch_size 5000"),
+    (["train", "logistic", "--steps", "0"], "steps"),
+])
+def test_bad_options_give_clear_errors(argv, words, capsys):
+    assert cli.main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example, function, renames", [
+    ("logistic", logistic.train, {"lr": "learning_rate", "adam_lr": "adam_learning_rate"}),
+    ("mlp", mlp.train, {"lr": "learning_rate"}),
+])
+def test_command_defaults_are_the_functions_defaults(example, function, renames):
+    # The command keeps its imports light, so it repeats the defaults; they must not drift.
+    args = cli.build_parser().parse_args(["train", example])
+    defaults = {k: p.default for k, p in inspect.signature(function).parameters.items()}
+    compared = 0
+    for option, value in vars(args).items():
+        name = renames.get(option, option)
+        if name in defaults:
+            assert value == defaults[name], f"jacket train {example} --{option.replace('_', '-')}"
+            compared += 1
+    assert compared >= 4
+
+
+# ---- the notes -------------------------------------------------------------------------------
+def _generate(*args):
+    return subprocess.run([sys.executable, str(ROOT / "notes" / "generate.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_notes_costs_and_gradients_in_sync(monkeypatch, capsys):
+    # The parts that train nothing: planner costs (exact) and the float64 gradient comparisons,
+    # in this process (the full check below runs the script as a user would).
+    spec = importlib.util.spec_from_file_location("notes_generate", ROOT / "notes" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, generate)  # dataclasses look their module up
+    spec.loader.exec_module(generate)
+    status = generate.main(["--check", "--parts", "free,cost,digits"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_notes_fully_in_sync():
+    done = _generate("--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_train_mlp_full_run_reaches_95_percent(capsys):
+    assert cli.main(["train", "mlp", "--no-plot", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ACCURACY_LINE.match(last), last
+    assert float(last.split()[-1]) >= 0.95
+
+
+def test_mlp_rejects_nonpositive_devices_clearly(capsys):
+    from jacket.cli import main
+    assert main(["train", "mlp", "--quick", "--no-plot", "--no-progress", "--devices", "0"]) == 2
+    assert "devices must be at least 1, got 0" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""The benchmark figures quoted in the README are those in benchmarks/results/cpu/*.json.
+
+Regenerating the results (``jacket bench --full``) without updating the README fails here.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "cpu"
+README = (ROOT / "README.md").read_text()
+
+pytestmark = pytest.mark.skipif(not (RESULTS / "orders.json").exists(), reason="no committed CPU results")
+
+
+def _load(name):
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _row(label):
+    """The README benchmark-table row that starts with ``label``."""
+    for line in README.splitlines():
+        if line.startswith(f"| {label}"):
+            return line
+    raise AssertionError(f"README has no benchmark row starting with {label!r}")
+
+
+def test_gradient_ratio():
+    grad = _load("grad")
+    assert f"| {grad['headline']['ratio']:.2f} (target" in _row("gradient, MLP 784-512-512-10")
+    ratios = [case["ratio"] for case in grad["cases"]]
+    assert f"{min(ratios):.2f}–{max(ratios):.2f}" in _row("gradient, MLP 784-512-512-10")
+
+
+def test_associativity_ratios_and_slopes():
+    assoc = _load("associativity")
+    largest, slopes = assoc["points"][-1], assoc["slopes"]
+    reverse, forward = _row("Jacobian of a scalar 4-block chain"), _row("same | forward")
+    assert f"D = {largest['D']}" in reverse
+    assert f"{largest['pair_ratio']['reverse']:.3f} in time" in reverse
+    assert f"slope {slopes['reverse']:.2f} vs {slopes['jax.jacrev']:.2f}" in reverse
+    assert f"{largest['pair_ratio']['forward']:.2f} in time" in forward
+    assert f"slope {slopes['forward']:.2f} vs {slopes['jax.jacfwd']:.2f}" in forward
+
+
+def test_orders_speedups():
+    families = {f["family"]: f for f in _load("orders")["families"]}
+    bottleneck = families["bottleneck"]
+    row = _row("bottleneck chain")
+    assert f"{1 / bottleneck['ratio']['optimal']:.1f}× faster" in row
+    assert f"model predicts {1 / bottleneck['predicted_ratio']['optimal']:.0f}×" in row
+    others = " / ".join(f"{1 / families[name]['ratio']['optimal']:.2f}×"
+                        for name in ("uniform", "funnel", "expanding", "elementwise-heavy"))
+    assert others in _row("uniform / funnel / expanding / elementwise-heavy")
+
+
+def test_planning_time():
+    longest = _load("planning")["results"][-1]
+    assert longest["layers"] == 200
+    assert re.search(rf"\| {round(longest['max_s'] * 1e3)} ms at most \|", _row("planning a 200-layer chain"))
