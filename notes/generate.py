@@ -113,8 +113,7 @@ def mlp_values() -> dict[str, Value]:
 # ---- notes/index-free.md ---------------------------------------------------------------------
 def deep_chain(width: int) -> jacket.Chain:
     """Dense(D,D)–Tanh–Dense(D,D)–Tanh–Dense(D,1): a scalar at the end, as a loss would be."""
-    return jacket.Chain([jacket.Dense(width, width), jacket.Tanh(), jacket.Dense(width, width), jacket.Tanh(),
-                         jacket.Dense(width, 1)])
+    return jacket.mlp([width, width, width, 1], activation="tanh")
 
 
 MATRIX_PRODUCT = "(J5 (J4 (J3 (J2 J1))))"  # full Jacobians multiplied from the input side

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .core import Layer
 from .layers import GELU, Dense, LayerNorm, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .losses import BinaryCrossEntropyWithLogits, MeanSquaredError, SoftmaxCrossEntropy
 
-__all__ = ["LayerEntry", "LAYERS", "LOSSES", "ACTIVATIONS", "layer", "builtin_layers", "activation"]
+__all__ = ["LayerEntry", "LAYERS", "LOSSES", "ACTIVATIONS", "PARAMETER_FREE", "layer", "builtin_layers",
+           "activation"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ LOSSES = {"mse": MeanSquaredError, "bce_logits": BinaryCrossEntropyWithLogits, "
 
 #: activation name -> layer class (the elementwise built-ins)
 ACTIVATIONS = {entry.name: type(entry.build(1, 1)) for entry in LAYERS if entry.family == "elementwise"}
+#: every parameter-free built-in by name (activations, softmax, log-softmax): what mlp's final= takes
+PARAMETER_FREE = {entry.name: type(entry.build(1, 1)) for entry in LAYERS
+                  if entry.family != "dense" and type(entry.build(1, 1)).init is Layer.init}
 
 
 def layer(name: str) -> LayerEntry:
@@ -64,14 +69,14 @@ def builtin_layers(width: int) -> list:
 
 
 def activation(name_or_layer):
-    """An activation layer from a name (``"tanh"``), a Layer class or instance; ``None`` stays ``None``."""
-    from .core import Layer
+    """A parameter-free layer from a name (``"tanh"``, ``"softmax"``: ``PARAMETER_FREE``), a Layer
+    class or instance; ``None`` stays ``None``."""
     if name_or_layer is None or isinstance(name_or_layer, Layer):
         return name_or_layer
     if isinstance(name_or_layer, str):
-        if name_or_layer.lower() not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {name_or_layer!r}; choose from {', '.join(ACTIVATIONS)}")
-        return ACTIVATIONS[name_or_layer.lower()]()
+        if name_or_layer.lower() not in PARAMETER_FREE:
+            raise ValueError(f"unknown activation {name_or_layer!r}; choose from {', '.join(PARAMETER_FREE)}")
+        return PARAMETER_FREE[name_or_layer.lower()]()
     if isinstance(name_or_layer, type) and issubclass(name_or_layer, Layer):
         return name_or_layer()
     raise TypeError(f"activation must be a name ({', '.join(ACTIVATIONS)}), a jacket.Layer class or "

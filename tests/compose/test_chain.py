@@ -93,8 +93,7 @@ def test_random_chains_match_jax(chain, batch, loss, seed):
 
 
 # ---- a fixed, realistic float32 case -----------------------------------------------------
-MLP = jacket.Chain([jacket.Dense(64, 128), jacket.Tanh(), jacket.Dense(128, 128), jacket.Tanh(),
-                    jacket.Dense(128, 10)])
+MLP = jacket.mlp([64, 128, 128, 10], activation="tanh")
 
 
 def test_float32_mlp_matches_jax(key):
@@ -209,7 +208,7 @@ def test_dims_are_inferred():
     assert jacket.Chain([jacket.Dense(2, 7)], in_shape=2).dims == (2, 7)
 
 
-def test_in_dim_needed_when_the_first_layer_is_an_activation():
+def test_in_shape_needed_when_the_first_layer_is_an_activation():
     with pytest.raises(ValueError, match=r"the first layer Tanh\(\) takes inputs of any shape; pass in_shape="):
         jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)])
     assert jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)], in_shape=3).dims == (3, 3, 2)

@@ -162,7 +162,7 @@ def test_an_image_input_through_a_user_layer_without_declared_shapes():
 
 
 # ---- bad input -------------------------------------------------------------------------------
-SMALL = jacket.Chain([jacket.Dense(3, 4), jacket.Tanh(), jacket.Dense(4, 2)])
+SMALL = jacket.mlp([3, 4, 2])
 
 
 def small_params():
@@ -250,3 +250,64 @@ def test_plans_are_cached_per_chain_order_and_devices():
     assert jacket.mlp([6, 5, 4, 3]).plan("optimal") is chain.plan("optimal")  # equal chains share it
     assert chain.plan("optimal", devices=2) is not chain.plan("optimal")
     assert chain.plan("reverse") is not chain.plan("forward")
+
+
+# ---- rules are hand-written -------------------------------------------------------------------
+def test_no_engine_code_calls_jax_autodiff():
+    """JAX's autodiff is the reference in tests, never the implementation: outside the checker
+    (testing/), the export to JAX (interop.py) and the CLI/examples that compare against JAX, no
+    module of the engine calls jax.jvp, vjp, grad, linearize, jacfwd, jacrev, jacobian or hessian."""
+    import ast
+    from pathlib import Path
+    root = Path(jacket.__file__).parent
+    banned = {"jvp", "vjp", "grad", "value_and_grad", "linearize", "jacfwd", "jacrev", "jacobian", "hessian"}
+    allowed = ("testing", "interop.py", "cli", "examples")
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in banned and \
+                    isinstance(node.value, ast.Name) and node.value.id == "jax":
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} jax.{node.attr}")
+    assert len(list(root.rglob("*.py"))) > 20 and not offenders, offenders
+
+
+def test_list_params_give_list_gradients_and_bfloat16_params_are_accepted():
+    params = list(SMALL.init(jax.random.PRNGKey(0)))
+    x = jnp.ones((2, 3))
+    _, grads = jacket.value_and_grad(SMALL, jacket.MeanSquaredError())(params, x, jnp.zeros((2, 2)))
+    assert isinstance(grads, list)
+    half = SMALL.init(jax.random.PRNGKey(0), jnp.bfloat16)
+    assert SMALL.apply(half, x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_the_jacobian_has_the_output_dtype_in_every_order():
+    chain = jacket.mlp([3, 4, 2])
+    params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+    x = jnp.ones(3, jnp.float32)
+    expected = jax.jacfwd(chain.apply, argnums=1)(params, x).dtype
+    assert {chain.jacobian(params, x, order).dtype for order in ("forward", "reverse", "optimal")} == {expected}
+
+
+def test_check_layer_without_a_batch_for_a_one_example_layer():
+    class MatVec(jacket.Layer):
+        """``y = W x`` written for one example only (``W @ x`` does not batch)."""
+
+        def init(self, key):
+            return {"w": jax.random.normal(key, (2, 3))}
+
+        def input_shape(self):
+            return (3,)
+
+        def apply(self, params, x):
+            return params["w"] @ x
+
+        def jvp(self, params, x, y, x_dot, params_dot):
+            return params["w"] @ x_dot + params_dot["w"] @ x
+
+        def vjp(self, params, x, y, y_bar):
+            return {"w": jnp.outer(y_bar, x)}, params["w"].T @ y_bar
+
+    report = check_layer(MatVec(), dtype="float64", batch=False)
+    assert report.passed and all("single" in row.case for row in report.rows)

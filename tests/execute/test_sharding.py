@@ -1,4 +1,4 @@
-"""Multi-device tests: run tests/multidevice in a subprocess with 4 simulated CPU devices.
+"""Multi-device tests: run tests/execute/multidevice in a subprocess with 4 simulated CPU devices.
 
 XLA reads ``--xla_force_host_platform_device_count`` once, when JAX starts, so the sharded tests
 need a fresh interpreter. The single-device parts of sharding.py are tested here directly.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from conftest import FAST_COMPILE
 
 from jacket.execute.sharding import make_mesh, pad_rows
 
@@ -20,7 +21,7 @@ HERE = Path(__file__).parent
 # two halves, so that the two workers of the default run share the subprocess work
 @pytest.mark.parametrize("part, at_least", [("sharded_jacobian", 18), ("not sharded_jacobian", 8)])
 def test_multidevice_suite_passes_on_four_simulated_devices(part, at_least):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {FAST_COMPILE}", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-k", part,
                              str(HERE / "multidevice")], env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr

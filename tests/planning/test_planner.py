@@ -412,8 +412,7 @@ def test_a_scalar_output_costs_order_d_squared_in_reverse_and_d_cubed_forward(D)
 
 
 # ---- the Plan object --------------------------------------------------------------------
-BOTTLENECK = jacket.Chain([jacket.Dense(1024, 1024), jacket.Tanh(), jacket.Dense(1024, 16), jacket.Tanh(),
-                           jacket.Dense(16, 1024), jacket.Tanh(), jacket.Dense(1024, 1024), jacket.Tanh()])
+BOTTLENECK = jacket.mlp([1024, 1024, 16, 1024, 1024], activation="tanh", final="tanh")
 
 
 def test_bottleneck_chain_plans_more_than_ten_times_cheaper_than_either_mode():

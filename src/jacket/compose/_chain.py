@@ -192,7 +192,7 @@ class Chain:
         params_bar = [None] * len(self._layers)
         for i in reversed(range(len(self._layers))):
             params_bar[i], y_bar = call_vjp(self._layers[i], params[i], tape[i], tape[i + 1], y_bar)
-        return tuple(params_bar), y_bar
+        return (params_bar if isinstance(params, list) else tuple(params_bar)), y_bar  # like params, as jax.grad
 
     # ---- orders (see jacket/planning) --------------------------------------------------
     def plan(self, order="optimal", devices: int = 1):

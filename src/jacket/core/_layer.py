@@ -113,7 +113,10 @@ class Layer(Static):
 
 @lru_cache(maxsize=1024)
 def _traced_output_shape(layer, in_shape):
-    params = jax.eval_shape(layer.init, jax.random.PRNGKey(0))
+    try:
+        params = jax.eval_shape(layer.init, jax.random.PRNGKey(0))
+    except Exception:  # noqa: BLE001 - an init JAX cannot trace (numpy on the key): run it once
+        params = layer.init(jax.random.PRNGKey(0))
     out = jax.eval_shape(layer.apply, params, jax.ShapeDtypeStruct(in_shape, jnp.float32))
     return tuple(out.shape)
 

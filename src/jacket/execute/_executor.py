@@ -45,21 +45,31 @@ def jacobian(chain, params, x, order="optimal", mesh=None):
 
 @partial(jax.jit, static_argnums=(0, 1, 4))
 def _dense(chain, plan: Plan, params, x, mesh=None):
-    op = jacobian_operator(chain, plan, params, x, mesh)
-    return op.to_dense().reshape(chain.out_shape + chain.in_shape)
+    return _one(chain, plan, params, x, mesh).reshape(chain.out_shape + chain.in_shape)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _batched(chain, plan, params, x):
-    return jax.vmap(lambda xi: jacobian_operator(chain, plan, params, xi).to_dense())(x).reshape(
+    return jax.vmap(lambda xi: _one(chain, plan, params, xi, None))(x).reshape(
         x.shape[:1] + chain.out_shape + chain.in_shape)
+
+
+def _one(chain, plan, params, x, mesh):
+    """The dense ``(n_N, n_0)`` Jacobian at one example, in the dtype of the output (as
+    ``jax.jacfwd``), whichever order produced it."""
+    op, y = _run(chain, plan, params, x, mesh)
+    return op.to_dense().astype(y.dtype)
+
+
+def _run(chain, plan, params, x, mesh):
+    y, tape = chain.forward(params, x)
+    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, partial(_sweep, mesh=mesh))), y
 
 
 def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator:
     """The plan's result as a (possibly structured) ``(n_N, n_0)`` operator, for one example x.
     With ``mesh``, every TAN/ADJ seed batch is split across the mesh's devices."""
-    _, tape = chain.forward(params, x)
-    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, partial(_sweep, mesh=mesh)))
+    return _run(chain, plan, params, x, mesh)[0]
 
 
 def _sweep(rule, seeds, mesh=None):

@@ -18,6 +18,8 @@ class LayerNorm(Layer):
     ``diag(scale·r) (I - 11ᵀ/n - x̂x̂ᵀ/n)``: diagonal plus rank two (notes/cost-model.md).
     """
 
+    symbolic_zeros = True
+
     def __init__(self, features: int, eps: float = 1e-5):
         self.features = positive_int(features, "LayerNorm features")
         self.eps = float(eps)

@@ -1,7 +1,7 @@
 """The product rule: ``multiply(a, b) -> (a @ b, fma)``, keeping structure.
 
 One function per pair of kinds, each returning the product with the fma of
-:func:`~jacket.operators.product_fma` (tests/test_operators.py counts the multiplications in each
+:func:`~jacket.operators.product_fma` (tests/operators/test_operators.py counts the multiplications in each
 function's jaxpr against it, so the executor's arithmetic and the planner's costs cannot drift).
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ dense m×n @ structured (n, rank r)     m·n·(1 + 2r)
 structured r₁ @ structured r₂          n·(1 + r₁ + r₂ + 2r₁r₂), rank r₁ + r₂
 =====================================  ====================================
 
-These are the multiplications ``_product.py`` performs (tests/test_operators.py counts them in
+These are the multiplications ``_product.py`` performs (tests/operators/test_operators.py counts them in
 the jaxpr); the derivation of the low-rank product is in ``notes/cost-model.md``.
 """
 from __future__ import annotations

@@ -138,7 +138,8 @@ def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
         raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
-    return _cached_plan(chain, order, devices)
+    named = order.strip().lower()
+    return _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices)
 
 
 @lru_cache(maxsize=512)

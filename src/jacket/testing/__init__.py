@@ -2,8 +2,8 @@
 
 Signatures::
 
-    check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None, rtol=None)
-        -> Report        raises RuleError (an AssertionError carrying the Report) on any mismatch
+    check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None, rtol=None,
+                batch=True) -> Report        raises RuleError (an AssertionError carrying the Report) on any mismatch
     check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, rtol=None) -> Report
     layer_test(*layers, in_shape=None, dtypes=("float32", "float64"))  -> a parametrised pytest test
 
@@ -18,7 +18,7 @@ jvp                    ``jax.jvp`` of ``apply``: x_dot alone, each params leaf a
 vjp                    ``jax.vjp`` of ``apply``: x_bar, each leaf of params_bar (summed
                        over the batch)
 transpose              the layer's own jvp: ⟨ȳ, J ẋ⟩ = ⟨Jᵀȳ, ẋ⟩, for x and each params leaf
-jacobian               ``jax.jacfwd`` at one example; ``jacobian_structure(n)`` (shape, kind)
+jacobian               ``jax.jacfwd`` at one example; ``jacobian_structure(in_shape)``
 finite-differences     central differences of ``apply`` in float64, no autodiff at all
 =====================  ================================================================
 
@@ -54,9 +54,10 @@ __all__ = ["check_layer", "check_chain", "layer_test", "parametrize_layers", "Re
 
 
 def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None,
-                rtol=None) -> Report:
+                rtol=None, batch=True) -> Report:
     """Check ``layer``'s jvp, vjp and jacobian rules (module docstring) at ``params`` (default
-    ``layer.init(key)``) and ``x`` (default: random, one example and a batch). Returns the
+    ``layer.init(key)``) and ``x`` (default: random, one example and, unless ``batch=False`` for a
+    layer written for one example only, a batch). Returns the
     :class:`Report`, or raises :class:`RuleError` naming the layer, rule, argument, case and worst element."""
     dtype = _resolve_dtype(dtype, x, params)
     with _x64_for(dtype):
@@ -68,6 +69,8 @@ def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=No
             check_params(layer, params, "check_layer")
         params = _cast(params, dtype)
         cases = _random_cases(rng, in_shape, dtype) if x is None else [_given_case(x, in_shape, dtype, "check_layer")]
+        if not batch:
+            cases = cases[:1]
         report = Report()
         _check_cases(_Subject(repr(layer), layer, in_shape), params, cases, rng, _tolerances(dtype, rtol, atol),
                      report)
@@ -81,9 +84,9 @@ def check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, 
     dtype = _resolve_dtype(dtype, x, params)
     with _x64_for(dtype):
         key, rng = _keys(key)
-        params = _cast(_spread(chain.init(key, dtype), rng) if params is None else tuple(params), dtype)
         if params is not None:
             chain.check_params(params, "check_chain")
+        params = _cast(_spread(chain.init(key, dtype), rng) if params is None else tuple(params), dtype)
         cases = _random_cases(rng, chain.in_shape, dtype) if x is None else \
             [_given_case(x, chain.in_shape, dtype, "check_chain")]
         tols = _tolerances(dtype, rtol, atol)

@@ -1,6 +1,6 @@
 """Sharded paths against single-device results, on several (simulated) devices.
 
-Run by tests/test_sharding.py in a subprocess with
+Run by tests/execute/test_sharding.py in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (the flag must be set before JAX is
 imported); skipped when JAX sees fewer than two devices.
 """
@@ -14,14 +14,13 @@ from jacket.execute.sharding import data_parallel, make_mesh
 
 jax.config.update("jax_enable_x64", True)
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (see tests/test_sharding.py)")
+pytestmark = pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (see tests/execute/test_sharding.py)")
 
 CHAINS = {
-    "mlp": lambda: jacket.Chain([jacket.Dense(7, 6), jacket.Tanh(), jacket.Dense(6, 3)]),
+    "mlp": lambda: jacket.mlp([7, 6, 3]),
     "structured": lambda: jacket.Chain([jacket.Dense(5, 6), jacket.GELU(), jacket.LayerNorm(6),
                                         jacket.Dense(6, 6), jacket.Softmax()]),
-    "bottleneck": lambda: jacket.Chain([jacket.Dense(9, 9), jacket.Tanh(), jacket.Dense(9, 2), jacket.Tanh(),
-                                        jacket.Dense(2, 9), jacket.Tanh(), jacket.Dense(9, 9)]),
+    "bottleneck": lambda: jacket.mlp([9, 9, 2, 9, 9]),
 }
 ORDERS = ["forward", "reverse", "optimal"]
 
