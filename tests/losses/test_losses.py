@@ -45,7 +45,7 @@ def optax_value(loss, z, t):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, t))
 
 
-LOSSES = [jacket.MeanSquaredError(), jacket.BinaryCrossEntropyWithLogits(), jacket.SoftmaxCrossEntropy()]
+LOSSES = [cls() for cls in jacket.registry.LOSSES.values()]  # the one registry: a new loss adds rows here
 MAKE = {repr(loss): loss for loss in LOSSES}
 over_losses = pytest.mark.parametrize("loss_id", list(MAKE))
 over_dtypes = pytest.mark.parametrize("dt", DTYPES, ids=repr)
@@ -203,3 +203,15 @@ def test_integer_predictions_and_bad_tangents_are_rejected(loss):
     with pytest.raises(ValueError, match=r"pred_dot has shape \(3, 4\) but must have the shape of "
                                          r"pred, \(4, 3\)"):
         loss.jvp(jnp.zeros((4, 3)), target, 0.0, jnp.ones((3, 4)))
+
+
+def test_softmax_cross_entropy_over_a_sequence_averages_every_position():
+    """Logits (batch, T, classes) with labels (batch, T): the mean over all batch·T positions."""
+    rng = np.random.default_rng(4)
+    z = jnp.asarray(rng.standard_normal((2, 3, 5)))
+    t = jnp.asarray(rng.integers(0, 5, size=(2, 3)))
+    loss = jacket.SoftmaxCrossEntropy()
+    value = loss.apply(z, t)
+    np.testing.assert_allclose(value, optax_value(loss, z, t), rtol=1e-12)
+    np.testing.assert_allclose(loss.vjp(z, t, value), jax.grad(lambda q: optax_value(loss, q, t))(z), rtol=1e-10,
+                               atol=1e-14)
