@@ -38,41 +38,27 @@ import jacket_old as old  # noqa: E402
 from jacket_bench.timing import alternate  # noqa: E402
 
 
-def old_mlp(widths):
+def mlp_of(jk, widths):
+    """Dense layers through ``widths``, tanh between them, from package ``jk`` (old or new API)."""
     layers = []
     for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(old.Dense(a, b))
+        layers.append(jk.Dense(a, b))
         if k < len(widths) - 2:
-            layers.append(old.Tanh())
-    return old.Chain(layers)
+            layers.append(jk.Tanh())
+    return jk.Chain(layers)
 
 
-def old_heavy(w):
-    o = old
-    return o.Chain([o.Dense(w, w), o.Tanh(), o.LayerNorm(w), o.GELU(), o.Sigmoid(), o.Softplus(),
-                    o.LayerNorm(w), o.Tanh(), o.Softmax(), o.Sigmoid(), o.LayerNorm(w), o.Tanh()])
-
-
-def new_heavy(w):
-    o = new
-    return o.Chain([o.Dense(w, w), o.Tanh(), o.LayerNorm(w), o.GELU(), o.Sigmoid(), o.Softplus(),
-                    o.LayerNorm(w), o.Tanh(), o.Softmax(), o.Sigmoid(), o.LayerNorm(w), o.Tanh()])
-
-
-def new_mlp(widths):
-    layers = []
-    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(new.Dense(a, b))
-        if k < len(widths) - 2:
-            layers.append(new.Tanh())
-    return new.Chain(layers)
+def heavy_of(jk, w):
+    """The orders benchmark's elementwise-heavy chain, from package ``jk``."""
+    return jk.Chain([jk.Dense(w, w), jk.Tanh(), jk.LayerNorm(w), jk.GELU(), jk.Sigmoid(), jk.Softplus(),
+                     jk.LayerNorm(w), jk.Tanh(), jk.Softmax(), jk.Sigmoid(), jk.LayerNorm(w), jk.Tanh()])
 
 
 rows = []
 key = jax.random.key(0)
 # gradient, MLP 784-512-512-10 batch 128
 widths = [784, 512, 512, 10]
-cn, co = new_mlp(widths), old_mlp(widths)
+cn, co = mlp_of(new, widths), mlp_of(old, widths)
 params = cn.init(key)
 x = jax.random.normal(key, (128, 784))
 labels = jnp.arange(128) % 10
@@ -83,8 +69,8 @@ rows.append(("value_and_grad 784-512-512-10 b128", r["ratio"]["new"]))
 # Jacobians: the orders benchmark's families, every order the planner or the user names
 families = {"uniform": [256] * 7, "funnel": [1024, 512, 256, 64, 8], "expanding": [8, 64, 256, 1024],
             "bottleneck": [1024, 1024, 16, 1024, 1024]}
-chains = {name: (new_mlp(w), old_mlp(w)) for name, w in families.items()}
-chains["elementwise-heavy"] = (new_heavy(256), old_heavy(256))
+chains = {name: (mlp_of(new, w), mlp_of(old, w)) for name, w in families.items()}
+chains["elementwise-heavy"] = (heavy_of(new, 256), heavy_of(old, 256))
 for name, (cn, co) in chains.items():
     params = cn.init(key)
     x0 = jax.random.normal(key, (cn.dims[0],))
@@ -94,7 +80,7 @@ for name, (cn, co) in chains.items():
                       baseline="old")
         rows.append((f"jacobian {name} {order}", r["ratio"]["new"]))
 # associativity: a scalar 4-block chain at D = 1024
-cn, co = new_mlp([1024] * 5 + [1]), old_mlp([1024] * 5 + [1])
+cn, co = mlp_of(new, [1024] * 5 + [1]), mlp_of(old, [1024] * 5 + [1])
 params = cn.init(key)
 x0 = jax.random.normal(key, (1024,))
 for order in ("reverse", "forward"):
