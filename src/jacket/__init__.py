@@ -11,11 +11,11 @@ their product rule), ``planning`` (plan nodes, cost model, orders, the DP), ``ex
 (the built-ins by name), ``cli`` (the ``jacket`` command).
 """
 from . import operators, registry, testing
-from .compose import Chain, mlp, value_and_grad
+from .compose import Chain, Parallel, Residual, mlp, value_and_grad
 from .core import Elementwise, Layer
 from .execute import data_parallel, make_mesh, sharding
 from .interop import to_jax
-from .layers import GELU, Dense, LayerNorm, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .layers import GELU, Dense, Flatten, LayerNorm, Reshape, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .planning import Plan
 
@@ -24,6 +24,6 @@ __version__ = "0.2.0"
 __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
-    "SoftmaxCrossEntropy", "Chain", "mlp", "value_and_grad", "Plan", "operators", "sharding",
+    "SoftmaxCrossEntropy", "Flatten", "Reshape", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "Plan", "operators", "sharding",
     "make_mesh", "data_parallel", "to_jax", "testing", "registry",
 ]

@@ -209,8 +209,12 @@ def test_dims_are_inferred():
 
 
 def test_in_shape_needed_when_the_first_layer_is_an_activation():
-    with pytest.raises(ValueError, match=r"the first layer Tanh\(\) takes inputs of any shape; pass in_shape="):
-        jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)])
+    unbound = jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)])  # a block: bound where it is used
+    assert not unbound.bound and unbound.bind((3,)).dims == (3, 3, 2)
+    for use in (lambda c: c.dims, lambda c: c.plan(), lambda c: c.apply(({}, {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}), jnp.ones(3))):
+        with pytest.raises(ValueError, match=r"does not know its input shape: its first layer Tanh\(\) takes any "
+                                             r"shape; pass Chain\(\.\.\., in_shape=\)"):
+            use(unbound)
     assert jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)], in_shape=3).dims == (3, 3, 2)
     assert jacket.Chain([jacket.Softmax()], in_shape=5).dims == (5, 5)
 

@@ -324,7 +324,7 @@ def test_check_chain_passes_a_good_chain():
 def test_check_chain_names_the_first_bad_layer():
     chain = jacket.Chain([jacket.Dense(3, 3, bias=False), jacket.Tanh(), SignFlippedTanh(), jacket.LayerNorm(3)])
     with pytest.raises(AssertionError, match=r"^Chain\(.*\): first bad layer is layer 3: SignFlippedTanh\(\)\n"
-                                             r"chain: rule jvp, argument x") as info:
+                                             r"layer 3: SignFlippedTanh\(\): rule jvp, argument x") as info:
         check_chain(chain, dtype="float64")
     bad = {r.layer for r in info.value.report.failures}
     assert bad == {"chain", "layer 3: SignFlippedTanh()"}

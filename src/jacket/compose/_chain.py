@@ -20,16 +20,23 @@ from ..core._tangents import call_jvp, call_vjp, cast_like, is_absent
 __all__ = ["Chain"]
 
 
-class Chain:
+class Chain(Layer):
     """``Chain(layers, in_shape=None)``: the function ``x ↦ f_N(… f_1(x))``.
 
     ``in_shape`` (a tuple, or an int n for vectors ``(n,)``) is needed only when the first layer
     doesn't fix its input shape (an activation). ``chain.shapes = (s_0, …, s_N)`` are the shapes
     of one example between the layers (declared by each layer, or found by ``jax.eval_shape``),
-    ``chain.dims = (n_0, …, n_N)`` their sizes, on which plans are costed. Layer ``i`` (counted
+    ``chain.dims = (n_0, …, n_N)`` their sizes, on which plans are costed. Each layer is bound
+    to the shape it receives (``Layer.bind``). Layer ``i`` (counted
     from 1, as J_i) maps ``s_{i-1}`` to ``s_i``. Inputs are one example ``s_0`` or a batch
     ``(batch,) + s_0``. Params are a tuple with one pytree per layer. A Chain is immutable and
     hashable, so it can be a static argument of ``jax.jit``.
+
+    A Chain is itself a layer: it nests inside another Chain, a ``Residual`` or a ``Parallel``
+    branch, which binds it to the shape it receives (so an inner chain may start with a layer
+    of any shape and leave out ``in_shape``). Inside a plan a nested chain is one factor whose
+    Jacobian, when materialised, is accumulated by its own optimal plan (or the order named for
+    it, ``J2[reverse]``); its tangents and cotangents run through its layers' rules.
     """
 
     def __init__(self, layers: Sequence[Layer], in_shape=None):
@@ -43,14 +50,20 @@ class Chain:
                     raise TypeError(f"layer {i} is the loss {layer!r}: a loss ends the computation and is "
                                     f"not a factor of a Chain; pass it to jacket.value_and_grad(chain, loss)")
                 raise TypeError(f"layer {i} is {layer!r} ({type(layer).__name__}), not a jacket.Layer")
+        self._given = layers  # as given, before binding: what a rebinding starts from
+        self._rebindable = in_shape is None  # no in_shape given: a block may bind it to another shape
         if in_shape is None:
             in_shape = layers[0].input_shape()
-            if in_shape is None:
-                raise ValueError(f"Chain: the first layer {layers[0]!r} takes inputs of any shape; pass in_shape=")
+        if in_shape is None:  # unbound: a block whose input shape comes from where it is used
+            self._layers, self._shapes, self._dims = layers, None, None
+            self._hash = hash((Chain, layers, None))
+            return
         shapes = [as_shape(in_shape, "Chain in_shape")]
+        bound = []
         for i, layer in enumerate(layers, 1):
-            source = "the chain's input" if i == 1 else f"layer {i - 1} ({layers[i - 2]!r})"
+            source = "the chain's input" if i == 1 else f"layer {i - 1} ({bound[-1]!r})"
             try:
+                layer = layer.bind(shapes[-1])
                 out = layer.output_shape(shapes[-1])
             except Exception as err:  # noqa: BLE001 - a layer's own refusal, or eval_shape's
                 raise ValueError(f"Chain: layer {i} ({layer!r}) cannot take {source} of shape "
@@ -60,10 +73,73 @@ class Chain:
             except (TypeError, ValueError) as err:
                 raise ValueError(f"Chain: layer {i} ({layer!r}) gives output shape {out!r} for input "
                                  f"shape {shapes[-1]}: {err}") from None
-        self._layers = layers
+            bound.append(layer)
+        self._layers = tuple(bound)
         self._shapes = tuple(shapes)
         self._dims = tuple(size(s) for s in shapes)
-        self._hash = hash((Chain, layers, self._shapes))
+        self._hash = hash((Chain, self._layers, self._shapes))
+
+    @property
+    def bound(self) -> bool:
+        """Whether the chain knows its input shape (every top-level chain must)."""
+        return self._shapes is not None
+
+    def _need_shapes(self):
+        if self._shapes is None:
+            raise ValueError(f"{self!r} does not know its input shape: its first layer {self._layers[0]!r} "
+                             f"takes any shape; pass Chain(..., in_shape=) (a chain used as a layer "
+                             f"inside another chain or block gets it from there)")
+        return self._shapes
+
+    # ---- as a layer (a chain inside a chain, or the body of a block) ----------------------
+    def bind(self, in_shape):
+        in_shape = tuple(in_shape)
+        if self._shapes is not None and self._shapes[0] == in_shape:
+            return self
+        if self._shapes is not None and not self._rebindable:
+            raise ValueError(f"{self!r} was made for inputs of shape {self._shapes[0]} (in_shape=), got {in_shape}")
+        bound = Chain(self._given, in_shape)
+        bound._rebindable = True  # bound by a block, not by the user
+        return bound
+
+    def input_shape(self):
+        return None if self._shapes is None else self._shapes[0]
+
+    def output_shape(self, in_shape):
+        return self.bind(in_shape).out_shape
+
+    def _jvp_rule(self, params, x, y, x_dot, params_dot):
+        return self.push(params, x, x_dot, params_dot)[1]
+
+    def _vjp_rule(self, params, x, y, y_bar):
+        # The tape is recomputed from x; under jit XLA computes the forward pass once (it is the
+        # same computation as the outer chain's), see notes/architectures.md.
+        _, tape = self._record(params, x)
+        return self.pull(params, tape, y_bar)
+
+    def _jacobian_rule(self, params, x, y, plans=()):
+        from ..execute import jacobian_operator
+        return jacobian_operator(self, plans[0] if plans else self.plan("optimal"), params, x)
+
+    def block_plans(self, in_shape):
+        return (self.bind(in_shape).plan("optimal"),)
+
+    def block_merge(self, in_shape, structures):
+        return structures[0], 0  # the chain's Jacobian is its plan's result
+
+    def jvp_cost(self, in_shape):
+        chain = self.bind(in_shape)
+        return sum(layer.jvp_cost(s) for layer, s in zip(chain.layers, chain.shapes))
+
+    def vjp_cost(self, in_shape):
+        chain = self.bind(in_shape)
+        return sum(layer.vjp_cost(s) for layer, s in zip(chain.layers, chain.shapes))
+
+    def jacobian_structure(self, in_shape):
+        return self.block_plans(in_shape)[0].root.structure
+
+    def jacobian_cost(self, in_shape):
+        return self.block_plans(in_shape)[0].fma
 
     # ---- static structure -------------------------------------------------------------
     @property
@@ -73,20 +149,21 @@ class Chain:
     @property
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         """``(s_0, …, s_N)``: the input shape of one example, then each layer's output shape."""
-        return self._shapes
+        return self._need_shapes()
 
     @property
     def dims(self) -> tuple[int, ...]:
         """``(n_0, …, n_N)``: the sizes of ``shapes``, the widths the plans are costed on."""
+        self._need_shapes()
         return self._dims
 
     @property
     def in_shape(self) -> tuple[int, ...]:
-        return self._shapes[0]
+        return self._need_shapes()[0]
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        return self._shapes[-1]
+        return self._need_shapes()[-1]
 
     def __len__(self):
         return len(self._layers)
@@ -105,6 +182,8 @@ class Chain:
 
     def __repr__(self):
         inner = ", ".join(map(repr, self._layers))
+        if self._shapes is None:
+            return f"Chain([{inner}])"
         if all(len(s) == 1 for s in self._shapes):
             return f"Chain([{inner}], dims={self._dims})"
         return f"Chain([{inner}], shapes={' -> '.join(describe_shape(s) for s in self._shapes)})"
@@ -150,7 +229,9 @@ class Chain:
     def forward(self, params, x):
         """``(y, tape)`` with ``tape = (x_0, …, x_N)``, the activations reverse mode needs."""
         self.check_params(params, "Chain.forward")
-        x = self._check_x(x, "Chain.forward")
+        return self._record(params, self._check_x(x, "Chain.forward"))
+
+    def _record(self, params, x):
         tape = [x]
         for layer, p in zip(self._layers, params):
             tape.append(layer.apply(p, tape[-1]))
@@ -165,15 +246,21 @@ class Chain:
         x = self._check_x(x, "Chain.jvp")
         if x_dot is not None:
             x_dot = cast_like(check_like(x_dot, x, "Chain.jvp", "x_dot", "x"), x)
-        if params_dot is None:
-            params_dot = (None,) * len(self._layers)
-        else:
+        if params_dot is not None:
             self._check_params_dot(params_dot, "Chain.jvp")
+        y, y_dot = self.push(params, x, x_dot, params_dot)
+        return y, jnp.zeros_like(y) if y_dot is None else y_dot
+
+    def push(self, params, x, x_dot, params_dot=None):
+        """``(y, y_dot)`` without checks, ``y_dot`` ``None`` when every tangent is absent (the
+        rule of a chain used as a layer)."""
+        if is_absent(params_dot):
+            params_dot = (None,) * len(self._layers)
         for layer, p, p_dot in zip(self._layers, params, params_dot):
             y = layer.apply(p, x)
             x_dot = call_jvp(layer, p, x, y, x_dot, p_dot)
             x = y
-        return x, jnp.zeros_like(x) if x_dot is None else x_dot
+        return x, x_dot
 
     # ---- reverse accumulation ----------------------------------------------------------
     def vjp(self, params, x):

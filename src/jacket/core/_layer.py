@@ -4,6 +4,7 @@ Signatures (one convention for every rule, in the argument order of ``jax.vjp``)
 
     init(key)                                -> params           pytree ({} by default)
     input_shape()                            -> tuple | None     the input shape it requires (None: any)
+    bind(in_shape)                           -> Layer            the layer for inputs of in_shape (default: self)
     output_shape(in_shape)                   -> tuple            out_shape (default: found by jax.eval_shape)
     apply(params, x)                         -> y                x: in_shape or (batch,) + in_shape
     jvp(params, x, y, x_dot, params_dot)     -> y_dot            linear in (x_dot, params_dot)
@@ -11,6 +12,12 @@ Signatures (one convention for every rule, in the argument order of ``jax.vjp``)
     jacobian(params, x, y)                   -> LinearOperator   (size(out_shape), size(in_shape)), one example
 
 ``y`` is the primal output ``apply(params, x)``, passed in so rules can reuse it (tanh' = 1 - y²).
+A ``Chain`` binds each layer to the shape it receives (``bind``): a layer that needs its input
+shape to work (``Flatten``, a block of layers) gets it there, and users never write it twice.
+
+The engine calls the rules through ``_jvp_rule``, ``_vjp_rule`` and ``_jacobian_rule`` (defaults:
+the three methods above). Only ``Chain`` overrides them, because its public ``jvp``, ``vjp`` and
+``jacobian`` keep the signatures of ``jax.jvp``, ``jax.vjp`` and ``jax.jacfwd``.
 Tangents are arrays shaped like their primals: the engine passes zeros where a tangent is absent
 (``core/_tangents.py``); a layer that sets ``symbolic_zeros = True`` receives ``None`` instead.
 
@@ -66,6 +73,12 @@ class Layer(Static):
         takes any shape (then the chain needs ``in_shape=``)."""
         return None
 
+    def bind(self, in_shape: tuple[int, ...]) -> "Layer":
+        """This layer specialised to inputs of ``in_shape`` (one example). Default: ``self``.
+        ``Chain`` calls it for every layer; layers that need the shape (``Flatten``) or hold
+        other layers (``Residual``, ``Parallel``, ``Chain``) return a bound copy."""
+        return self
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Output shape for one example of ``in_shape``; raise ``ValueError`` for a shape the layer
         does not take. Default: ``jax.eval_shape`` of ``apply`` on ``init``'s params (nothing runs)."""
@@ -92,6 +105,22 @@ class Layer(Static):
         no_params = zeros_like_tree(params)
         columns = jax.vmap(lambda e: call_jvp(self, params, x, y, e, no_params))(units)
         return Matrix.transpose_of(columns.reshape(n, -1))  # one row per unit tangent, kept as made
+
+    # ---- what the engine calls ---------------------------------------------------------
+    def _jvp_rule(self, params, x, y, x_dot, params_dot):
+        return self.jvp(params, x, y, x_dot, params_dot)
+
+    def _vjp_rule(self, params, x, y, y_bar):
+        return self.vjp(params, x, y, y_bar)
+
+    def _jacobian_rule(self, params, x, y, plans=()):
+        """The Jacobian at one example; ``plans``: the plans of a composite's blocks (unused here)."""
+        return self.jacobian(params, x, y)
+
+    def block_plans(self, in_shape) -> tuple:
+        """The plans that materialise this layer's Jacobian inside a chain's plan: one per block
+        of a composite (``Residual``, ``Parallel``, a nested ``Chain``), none for a plain layer."""
+        return ()
 
     # ---- cost declaration (fma) ------------------------------------------------------
     def jvp_cost(self, in_shape) -> int:

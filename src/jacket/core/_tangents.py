@@ -48,16 +48,16 @@ def call_jvp(layer, params, x, y, x_dot, params_dot):
     if x_absent and params_absent:
         return None
     if getattr(layer, "symbolic_zeros", False):
-        y_dot = layer.jvp(params, x, y, x_dot, None if params_absent else params_dot)
+        y_dot = layer._jvp_rule(params, x, y, x_dot, None if params_absent else params_dot)
     else:
-        y_dot = layer.jvp(params, x, y, jnp.zeros_like(x) if x_absent else x_dot,
+        y_dot = layer._jvp_rule(params, x, y, jnp.zeros_like(x) if x_absent else x_dot,
                           zeros_like_tree(params) if params_absent else params_dot)
     return cast_like(y_dot, y)
 
 
 def call_vjp(layer, params, x, y, y_bar):
     """``(params_bar, x_bar)`` from ``layer.vjp``, each in the dtype of its primal."""
-    result = layer.vjp(params, x, y, y_bar)
+    result = layer._vjp_rule(params, x, y, y_bar)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise TypeError(f"{layer!r}: vjp must return (params_bar, x_bar), got {type(result).__name__}")
     params_bar, x_bar = result

@@ -15,6 +15,7 @@ product before any array exists. So there are two levels:
 from ._operators import Diagonal, DiagonalPlusLowRank, LinearOperator, Matrix, as_operator, blocks_plus_low_rank
 from ._product import multiply
 from ._structure import DENSE_RANK, Structure, product_fma
+from ._sum import add, concatenate, plus_identity
 
 __all__ = ["Structure", "LinearOperator", "Matrix", "Diagonal", "DiagonalPlusLowRank", "as_operator",
-           "multiply", "product_fma", "DENSE_RANK", "blocks_plus_low_rank"]
+           "multiply", "add", "plus_identity", "concatenate", "product_fma", "DENSE_RANK", "blocks_plus_low_rank"]

@@ -12,6 +12,10 @@ dense m×n @ structured (n, rank r)     m·n·(1 + 2r)
 structured r₁ @ structured r₂          n·(1 + r₁ + r₂ + 2r₁r₂), rank r₁ + r₂
 =====================================  ====================================
 
+Sums (the Jacobians of blocks: ``Residual``'s ``I + J_f``, ``Parallel``'s ``Σ J_k``) cost one add
+per stored float of the result: ``n`` when both terms are structured (the low-rank factors are
+concatenated, ranks add), ``m·n`` when one is dense.
+
 These are the multiplications ``_product.py`` performs (tests/operators/test_operators.py counts them in
 the jaxpr); the derivation of the low-rank product is in ``notes/cost-model.md``.
 """
@@ -96,6 +100,22 @@ class Structure:
     def of_rank(n: int, rank: int) -> "Structure":
         """The square structured operator of rank code ``rank`` (0: diagonal)."""
         return Structure(DIAGONAL, n, n) if rank == 0 else Structure(LOWRANK, n, n, rank)
+
+    def add(self, other: "Structure") -> tuple["Structure", int]:
+        """Structure of ``self + other`` and its cost (one add per float of a dense result, one
+        per diagonal entry of a structured one)."""
+        if self.shape != other.shape:
+            raise ValueError(f"cannot add a {self.rows}×{self.cols} operator to a {other.rows}×{other.cols} one")
+        r1, r2 = self.rank_code, other.rank_code
+        if r1 >= 0 and r2 >= 0:
+            return Structure.of_rank(self.rows, r1 + r2), self.rows
+        return Structure(MATRIX, self.rows, self.cols), self.rows * self.cols
+
+    def plus_identity(self) -> tuple["Structure", int]:
+        """Structure of ``I + self`` (square) and its cost: ``n`` adds on the diagonal."""
+        if self.rows != self.cols:
+            raise ValueError(f"I + J needs a square J, got {self.rows}×{self.cols}")
+        return self, self.rows
 
     def matmul(self, other: "Structure") -> tuple["Structure", int]:
         """Structure of ``self @ other`` and its cost in fma (:func:`product_fma`)."""

@@ -34,10 +34,19 @@ class Model:
         d = self.dims
         self.jvp = (0,) + tuple(int(layers[i - 1].jvp_cost(shapes[i - 1])) for i in range(1, self.n + 1))
         self.vjp = (0,) + tuple(int(layers[i - 1].vjp_cost(shapes[i - 1])) for i in range(1, self.n + 1))
-        self.jac_cost = (0,) + tuple(int(layers[i - 1].jacobian_cost(shapes[i - 1])) for i in range(1, self.n + 1))
-        structures = [None]
+        self.layers, self.shapes = layers, shapes
+        # blocks: the default plan of each inner chain, and what the merge gives and costs
+        self.block_plans = (None,) + tuple(tuple(layers[i - 1].block_plans(shapes[i - 1]))
+                                           for i in range(1, self.n + 1))
+        jac_cost, structures = [0], [None]
         for i in range(1, self.n + 1):
-            s = layers[i - 1].jacobian_structure(shapes[i - 1])
+            plans = self.block_plans[i]
+            if plans:
+                s, merge = self._merge(i, plans)
+                jac_cost.append(merge + sum(p.fma for p in plans))
+            else:
+                s = layers[i - 1].jacobian_structure(shapes[i - 1])
+                jac_cost.append(int(layers[i - 1].jacobian_cost(shapes[i - 1])))
             if s.shape != (d[i], d[i - 1]):
                 raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure of shape "
                                  f"{s.shape}, but maps width {d[i - 1]} to {d[i]}")
@@ -51,6 +60,7 @@ class Model:
                                  f"must be 'matrix', 'diagonal' (rank 0) or 'dplr' with rank ≥ 1")
             structures.append(s)
         self.jac_structure = tuple(structures)
+        self.jac_cost = tuple(jac_cost)
         self.jvp_prefix = tuple(accumulate(self.jvp))  # jvp_prefix[i] = Σ_{t≤i} jvp[t]
         self.vjp_prefix = tuple(accumulate(self.vjp))
 
@@ -69,10 +79,24 @@ class Model:
         """Floats live while ``count`` vectors run through factors a..b (input and output buffers)."""
         return count * max(self.dims[t - 1] + self.dims[t] for t in range(a, b + 1))
 
+    def _merge(self, i, plans):
+        """Structure and fma of block i's merge of its chains' Jacobians (from ``plans``)."""
+        s, merge = self.layers[i - 1].block_merge(self.shapes[i - 1], [p.root.structure for p in plans])
+        return s, int(merge)
+
     # ---- node constructors -------------------------------------------------------------
-    def jac(self, i) -> Node:
-        s = self.jac_structure[i]
-        return Jac(lo=i, hi=i, structure=s, step_fma=self.jac_cost[i], fma=self.jac_cost[i], peak=s.size)
+    def jac(self, i, plans=None) -> Node:
+        """Materialise factor i; for a block, with its chains' ``plans`` (default: their optimal ones)."""
+        named = plans is not None
+        plans = self.block_plans[i] if plans is None else tuple(plans)
+        if not plans:
+            s = self.jac_structure[i]
+            return Jac(lo=i, hi=i, structure=s, step_fma=self.jac_cost[i], fma=self.jac_cost[i], peak=s.size)
+        s, merge = self._merge(i, plans)
+        inner = sum(p.fma for p in plans)
+        peak = max(p.root.peak + p.tape_floats for p in plans) + sum(p.root.structure.size for p in plans) + s.size
+        return Jac(lo=i, hi=i, structure=s, step_fma=merge, fma=merge + inner, peak=peak, plans=plans,
+                   named=named, label=type(self.layers[i - 1]).__name__)
 
     def tan(self, lo, hi, seed: Node | None = None) -> Node:
         """Tangent accumulation of ``J_hi ⋯ J_lo``: unit columns through lo..hi, or the columns of

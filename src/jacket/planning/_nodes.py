@@ -91,18 +91,30 @@ class Node:
 
 @dataclass(frozen=True, kw_only=True)
 class Jac(Node):
+    """Materialise factor ``lo``. For a block (``Residual``, ``Parallel``, a nested ``Chain``),
+    ``plans`` holds the plan of each of its chains (its own optimal plan unless the order named
+    one, ``named``), and ``step_fma`` is the merge (``I +``, a sum, a stack) alone."""
+
     op: ClassVar[str] = "JAC"
     colour: ClassVar[str] = "#d9e8f5"
+    plans: tuple = ()
+    named: bool = field(default=False, compare=False)
+    label: str = field(default="", compare=False)  # the block's kind, for tables
 
     def order(self):
+        if self.plans and self.named:
+            return f"J{self.lo}[{'; '.join(p.order for p in self.plans)}]"
         return f"J{self.lo}"
 
     def describe(self):
+        if self.plans:
+            what = "the plan" if len(self.plans) == 1 else f"the {len(self.plans)} plans"
+            return f"{span(self.lo, self.hi)} = {self.label} from {what} below"
         return span(self.lo, self.hi)
 
     def run(self, ctx):
         i = self.lo
-        op = ctx.layers[i - 1].jacobian(ctx.params[i - 1], ctx.tape[i - 1], ctx.tape[i])
+        op = ctx.layers[i - 1]._jacobian_rule(ctx.params[i - 1], ctx.tape[i - 1], ctx.tape[i], self.plans)
         return op if isinstance(op, LinearOperator) else Matrix(jnp.asarray(op).reshape(self.structure.shape))
 
 

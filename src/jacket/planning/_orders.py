@@ -10,6 +10,13 @@ Factors are ``J1`` (nearest the input) … ``JN``, written in product order (lat
               | "adj(" factors ")"             adjoint accumulation from unit vectors (ADJ)
               | "adj(" expr "|" factors ")"    pull expr's rows back through factors' VJP rules
     factors  := factor+ (consecutive, descending) | factor ".." factor
+    factor   := "J" n | "J" n "[" order (";" order)* "]"
+
+A block's factor (``Residual``, ``Parallel``, a nested ``Chain``) may name the order of each of its
+chains in brackets: ``"J3[reverse] J2..J1"`` is invalid (a product needs brackets) but
+``"(J3[reverse] tan(J2 J1))"`` materialises J3's body by reverse accumulation; ``J2[forward;
+optimal]`` names both branches of a ``Parallel``. Without brackets, a block's Jacobian comes
+from its chains' own optimal plans.
 
 Examples: ``"(J3 (J2 J1))"``, ``"tan(J4..J1)"`` (= forward), ``"adj(J5 | (J4 J3) J2 J1)"`` is
 invalid (not a factor list after ``|``) while ``"adj(J5 | J4..J1)"`` pulls the rows of J5 back.
@@ -23,7 +30,7 @@ from ._nodes import Node
 
 __all__ = ["parse_order", "format_order"]
 
-_TOKEN = re.compile(r"\s*(?:(?P<factor>[Jj]\d+)|(?P<word>[A-Za-z_]\w*)|(?P<range>\.\.)|(?P<punct>[()|])|(?P<bad>\S))")
+_TOKEN = re.compile(r"\s*(?:(?P<factor>[Jj]\d+)|(?P<word>[A-Za-z_]\w*)|(?P<range>\.\.)|(?P<punct>[()|\[\];])|(?P<bad>\S))")
 
 
 def _tokenize(text):
@@ -87,7 +94,10 @@ class _Parser:
         kind, value, pos = self.peek()
         if kind == "factor":
             self.i += 1
-            return self.model.jac(self.factor_index(value, pos))
+            i = self.factor_index(value, pos)
+            if self.peek()[1] == "[":
+                return self.model.jac(i, self.parse_inner(i))
+            return self.model.jac(i)
         if kind == "punct" and value == "(":
             self.i += 1
             left = self.parse_expr()
@@ -147,6 +157,42 @@ class _Parser:
         self.close(pos)
         return self.model.adj(lo_hi[0], seed.hi, seed)
 
+    def parse_inner(self, i) -> tuple:
+        """``[order; order …]`` after block factor ``J{i}``: one plan per chain of the block."""
+        from ._plan import make_plan
+        _, _, open_pos = self.take("punct", "[")
+        layer, chains = self.model.layers[i - 1], self.model.block_plans[i]
+        if not chains:
+            self.error(f"J{i} ({layer!r}) is not a block: only Residual, Parallel and Chain factors take "
+                       f"an inner order in brackets", open_pos)
+        parts, start, depth = [], open_pos + 1, 0
+        while True:
+            kind, value, pos = self.peek()
+            if kind is None:
+                self.error(f"unbalanced brackets: '[' at position {open_pos} is never closed")
+            self.i += 1
+            if value == "[":
+                depth += 1
+            elif value == "]" and depth:
+                depth -= 1
+            elif value in ("]", ";") and not depth:
+                parts.append((self.text[start:pos].strip(), start))
+                start = pos + 1
+                if value == "]":
+                    break
+        if len(parts) != len(chains):
+            self.error(f"J{i} ({layer!r}) has {len(chains)} chain(s), so its brackets need {len(chains)} "
+                       f"order(s) separated by ';', found {len(parts)}", open_pos)
+        plans = []
+        for (text, at), default in zip(parts, chains):
+            chain = _block_chain(layer, self.model.shapes[i - 1], len(plans))
+            try:
+                plans.append(make_plan(chain, text or "optimal"))
+            except ValueError as err:
+                self.error(f"J{i}'s inner order {text!r} (from position {at}) is invalid for {chain!r}: "
+                           f"{str(err).splitlines()[0]}", at)
+        return tuple(plans)
+
     def close(self, pos):
         tok = self.peek()
         if tok[0] is None:
@@ -201,6 +247,12 @@ class _Parser:
             self.error(f"factor(s) {_span(right.hi + 1, left.lo - 1)} missing between "
                        f"J{left.lo} and J{right.hi}", pos)
         return self.model.mul(left, right)
+
+
+def _block_chain(layer, in_shape, k):
+    """Chain k of a block bound to ``in_shape``: a nested Chain is its own only chain."""
+    from ..compose import Chain
+    return layer.bind(in_shape) if isinstance(layer, Chain) else layer.bind(in_shape).chains[k]
 
 
 def _span(a, b) -> str:

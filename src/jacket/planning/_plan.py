@@ -119,10 +119,20 @@ class Plan:
         if self.devices > 1:
             head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
                            f"TAN/ADJ seeds split, products whole)")
-        rows = []
+        return "\n".join(head) + "\n\n" + format_table(["step", "op", "factors", "result", "fma"], self._rows())
+
+    def _rows(self, prefix="", depth=0):
+        """One row per step; a block's JAC step is followed by its chains' plans, indented and
+        numbered under it (``3.1``, ``3.2``; ``3.b2.1`` for branch 2 of a Parallel)."""
+        rows, indent = [], "  " * depth
         for k, step in enumerate(self.steps, 1):
-            rows.append((k, step.op, step.describe(), step.structure.describe(), step.step_fma))
-        return "\n".join(head) + "\n\n" + format_table(["step", "op", "factors", "result", "fma"], rows)
+            label = f"{prefix}{k}" if prefix else k  # plain numbers (right-aligned) without blocks
+            rows.append((label, indent + step.op, step.describe(), step.structure.describe(), step.step_fma))
+            plans = getattr(step, "plans", ())
+            for b, inner in enumerate(plans, 1):
+                sub = f"{label}." if len(plans) == 1 else f"{label}.b{b}."
+                rows.extend(inner._rows(sub, depth + 1))
+        return rows
 
 
 def make_plan(chain, order="optimal", devices: int = 1) -> Plan:

@@ -63,6 +63,7 @@ def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=No
     with _x64_for(dtype):
         key, rng = _keys(key)
         in_shape = _layer_in_shape(layer, in_shape, x, "check_layer")
+        layer = layer.bind(in_shape)  # as a Chain binds it: Flatten and blocks learn their shape
         if params is None:
             params = _spread(layer.init(key), rng)
         else:
@@ -92,15 +93,33 @@ def check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, 
         tols = _tolerances(dtype, rtol, atol)
         report = Report()
         _check_cases(_Subject("chain", _ChainRules(chain), chain.in_shape), params, cases, rng, tols, report, per_leaf=False)
-        tapes = [_tape(chain, params, xx) for _, xx in cases]
-        for i, (layer, p) in enumerate(zip(chain.layers, params), 1):
-            _check_cases(_Subject(f"layer {i}: {layer!r}", layer, chain.shapes[i - 1]), p,
-                         [(case, tape[i - 1]) for (case, _), tape in zip(cases, tapes)], rng, tols, report)
+        _check_layers(chain, params, cases, rng, tols, report, "")
     if report.passed:
         return report
     bad_layers = [r.layer for r in report.failures if r.layer != "chain"]
-    _raise_if_failed(report, f"{chain!r}: first bad layer is {bad_layers[0]}" if bad_layers else
-                     f"{chain!r}: the chain's rules disagree with JAX, yet every layer passes at its activations")
+    # the deepest failing layer: a bad rule inside a block also fails the block around it
+    deepest = [name for name in bad_layers
+               if not any(o.startswith(name.split(":")[0] + " → ") for o in bad_layers)]
+    _raise_if_failed(report, f"{chain!r}: first bad layer is {deepest[0]}" if deepest else
+                     f"{chain!r}: the chain's rules disagree with JAX, yet every layer passes at its activations",
+                     first=deepest[0] if deepest else None)
+
+
+def _check_layers(chain, params, cases, rng, tols, report, prefix):
+    """Every layer of ``chain`` at the chain's own activations, then, inside every block (a nested
+    Chain, a Residual, a Parallel branch), its layers at theirs; names are paths such as
+    ``layer 3 → Residual → layer 2: Dense(8, 8)``."""
+    from ..compose import Block, Chain
+    tapes = [_tape(chain, params, xx) for _, xx in cases]
+    for i, (layer, p) in enumerate(zip(chain.layers, params), 1):
+        inputs = [(case, tape[i - 1]) for (case, _), tape in zip(cases, tapes)]
+        _check_cases(_Subject(f"{prefix}layer {i}: {layer!r}", layer, chain.shapes[i - 1]), p, inputs, rng, tols,
+                     report)
+        if isinstance(layer, Chain):
+            _check_layers(layer, p, inputs, rng, tols, report, f"{prefix}layer {i} → Chain → ")
+        elif isinstance(layer, Block):
+            for (name, inner), inner_params in zip(layer.named_chains(), layer._per_chain(p)):
+                _check_layers(inner, inner_params, inputs, rng, tols, report, f"{prefix}layer {i} → {name} → ")
 
 
 def parametrize_layers(*layers, dtypes=("float32", "float64")):

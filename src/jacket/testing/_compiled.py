@@ -26,7 +26,7 @@ class _Subject:
             self.vjp = lambda params, x, y, y_bar: call_vjp(rules, params, x, y, y_bar)
         else:
             self.jvp, self.vjp = rules.jvp, rules.vjp
-        self.jacobian = getattr(rules, "jacobian", None)
+        self.jacobian = rules._jacobian_rule if isinstance(rules, Layer) else getattr(rules, "jacobian", None)
         self.structure = getattr(rules, "jacobian_structure", None)
 
     def one_example(self, x):

@@ -58,8 +58,11 @@ class RuleError(AssertionError):
         self.report = report
 
 
-def _raise_if_failed(report, lead=None):
+def _raise_if_failed(report, lead=None, first=None):
+    """Raise :class:`RuleError` if any row failed; the rows of layer ``first`` are described first."""
     bad = report.failures
+    if first is not None:
+        bad = [r for r in bad if r.layer == first] + [r for r in bad if r.layer != first]
     if not bad:
         return report
     lines = ([lead] if lead else []) + [bad[0].describe()]
