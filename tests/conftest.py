@@ -8,6 +8,7 @@ is the intended batching convention, and ``"raise"`` rejects exactly that.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -149,3 +150,21 @@ class ArrayScale(jacket.Layer):
 
     def vjp(self, params, x, y, y_bar):
         return (y_bar * x).reshape(-1, self.features).sum(axis=0), params * y_bar
+
+
+def multiplications(jaxpr) -> int:
+    """Multiplications in a jaxpr, nested calls included (``jnp.einsum`` is a jitted function):
+    a dot_general's output size times its contracted size, an elementwise ``mul`` its output size."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            count += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+        elif eqn.primitive.name == "mul":
+            count += math.prod(eqn.outvars[0].aval.shape)
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)  # a ClosedJaxpr holds its Jaxpr
+            if hasattr(inner, "eqns"):
+                count += multiplications(inner)
+    return count

@@ -15,7 +15,8 @@ from .compose import Chain, Parallel, Residual, mlp, value_and_grad
 from .core import Elementwise, Layer
 from .execute import data_parallel, make_mesh, sharding
 from .interop import to_jax
-from .layers import GELU, Dense, Flatten, LayerNorm, Reshape, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .layers import (GELU, AvgPool2D, Conv1D, Conv2D, Dense, Flatten, LayerNorm, LogSoftmax, MaxPool2D,
+                     MultiHeadSelfAttention, PositionEmbedding, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .planning import Plan
 
@@ -24,6 +25,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
-    "SoftmaxCrossEntropy", "Flatten", "Reshape", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "Plan", "operators", "sharding",
+    "SoftmaxCrossEntropy", "Flatten", "Reshape", "Conv1D", "Conv2D", "AvgPool2D", "MaxPool2D",
+    "MultiHeadSelfAttention", "PositionEmbedding", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "Plan", "operators", "sharding",
     "make_mesh", "data_parallel", "to_jax", "testing", "registry",
 ]

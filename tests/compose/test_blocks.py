@@ -155,6 +155,21 @@ def test_bad_blocks_are_refused_with_the_shapes():
         jacket.Flatten().apply({}, jnp.ones((2, 3)))
 
 
+def test_a_body_that_starts_with_a_last_axis_layer_takes_its_shape_from_the_block():
+    """Chain([LayerNorm(d), attention]) does not fit LayerNorm's default (d,), but fits (T, d): it
+    stays unbound until a block binds it; a chain that fits no stack still fails at once."""
+    body = jacket.Chain([jacket.LayerNorm(8), jacket.MultiHeadSelfAttention(8, 2)])
+    assert not body.bound
+    with pytest.raises(ValueError, match=r"first layer LayerNorm\(8\) takes \(8,\), which the layers after it "
+                                         r"do not, but a stack of them they do; pass Chain\(..., in_shape=\)"):
+        body.plan()
+    chain = jacket.Chain([jacket.Dense(3, 8), jacket.Residual(body)], in_shape=(5, 3))
+    assert chain.shapes == ((5, 3), (5, 8), (5, 8))
+    assert jacket.Chain([jacket.LayerNorm(8), jacket.Dense(8, 2)]).shapes == ((8,), (8,), (2,))  # vectors by default
+    with pytest.raises(ValueError, match=r"layer 2 \(Dense\(5, 2\)\) cannot take layer 1"):
+        jacket.Chain([jacket.Dense(3, 4), jacket.Dense(5, 2)])
+
+
 def test_params_of_blocks_and_nested_chains_have_the_structure_of_their_children():
     chain = jacket.Chain([jacket.Residual([jacket.Dense(D, D), jacket.Tanh()]),
                           jacket.Parallel([jacket.Dense(D, D), jacket.Tanh()]), jacket.Chain([jacket.Dense(D, 1)])],

@@ -23,6 +23,7 @@ def test_readme_lists_every_builtin_of_the_registry():
     text = README.read_text()
     listed = text[text.index("Layers (the registry"):text.index("Every rule follows one signature")]
     names = {type(entry.build(2, 3)).__name__ for entry in jacket.registry.LAYERS}
+    names |= {type(entry.build()).__name__ for entry in jacket.registry.SHAPED}
     names |= {cls.__name__ for cls in jacket.registry.LOSSES.values()}
     missing = sorted(name for name in names if f"`{name}" not in listed)
     assert not missing, f"README does not list {missing}"

@@ -266,3 +266,25 @@ def test_every_builtin_on_a_sequence_passes_the_checker(entry):
     """Every built-in on a (T, d) example and a batch of them: jvp, vjp, the structured Jacobian
     (block structure over positions) and its declared structure against jax.jvp/vjp/jacfwd."""
     check_layer(entry.build(4, 3), in_shape=(2, 4), dtype="float64")
+
+
+# ---- the shaped built-ins: images, sequences, glue, blocks ----------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=repr)
+@pytest.mark.parametrize("entry", jacket.registry.SHAPED, ids=lambda e: e.name)
+def test_every_shaped_builtin_passes_the_checker(entry, dtype):
+    """Every image, sequence, glue and block built-in at its registry shape, on one example and a
+    batch: jvp, vjp (parameter cotangents included), the Jacobian and its declared structure
+    against jax.jvp / jax.vjp / jax.jacfwd and finite differences."""
+    check_layer(entry.build(), in_shape=entry.in_shape, dtype=dtype.name)
+
+
+def test_shaped_registry_names_and_shapes():
+    names = [entry.name for entry in jacket.registry.SHAPED + jacket.registry.LAYERS]
+    assert len(names) == len(set(names))
+    for entry in jacket.registry.SHAPED:
+        layer = entry.build()
+        assert isinstance(layer, jacket.Layer) and entry.family in ("image", "sequence", "glue", "block")
+        assert layer.bind(entry.in_shape).output_shape(entry.in_shape)  # the shape is one the layer takes
+    assert jacket.registry.layer("conv2d").in_shape == (2, 7, 6)
+    with pytest.raises(ValueError, match=r"unknown built-in layer 'conv3d'; choose from dense, .*attention"):
+        jacket.registry.layer("conv3d")

@@ -9,7 +9,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import FLOAT64, assert_close
+from conftest import FLOAT64, assert_close, multiplications
 
 from jacket.operators import Diagonal, DiagonalPlusLowRank, Matrix, Structure, as_operator, multiply
 
@@ -166,21 +166,6 @@ def test_structure_sizes_and_descriptions():
     assert Structure("diagonal", 4, 4).size == 4
     assert Structure("dplr", 4, 4, 2).size == 4 * 5
     assert Structure("matrix", 3, 4).T == Structure("matrix", 4, 3)
-
-
-def multiplications(jaxpr) -> int:
-    """Multiplications performed by a jaxpr: a dot_general's output size times its contracted
-    size, an elementwise ``mul`` its output size (additions are not counted, as in fma)."""
-    import math
-    count = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            count += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
-        elif eqn.primitive.name == "mul":
-            count += math.prod(eqn.outvars[0].aval.shape)
-    return count
 
 
 @pytest.mark.parametrize("a_kind,b_kind", PAIRS, ids=[f"{a}@{b}" for a, b in PAIRS])

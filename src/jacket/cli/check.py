@@ -1,7 +1,8 @@
 """``jacket check``: the rule checker (``jacket.testing.check_layer``) over layers, as a table.
 
-Without arguments it checks every built-in layer at the widths of ``--widths``, in float32 and
-float64. With ``MODULE:CLASS`` arguments it checks those classes instead, each built with no
+Without arguments it checks every built-in layer at the widths of ``--widths`` and every image,
+sequence, glue and block built-in at its registry shape (``jacket.registry.SHAPED``), in float32
+and float64. With ``MODULE:CLASS`` arguments it checks those classes instead, each built with no
 arguments or with ``--args`` (JSON: a list of positional arguments, an object of keyword
 arguments, or a single number); modules are found in the current directory or among the
 installed packages. For example::
@@ -29,10 +30,11 @@ def add_arguments(parser) -> None:
                         help="constructor arguments for the classes given: a JSON list (positional), "
                              "object (keywords) or number, e.g. '[4, 3]' (default: none)")
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), metavar="N,N",
-                        help="input widths, for layers that take any width (default: %(default)s)")
+                        help="input widths, for layers that take any width (default: %(default)s); the shaped "
+                             "built-ins (images, sequences, blocks) use their registry shapes")
     parser.add_argument("--in-shape", default=None, metavar="N,N,...",
                         help="one input shape instead of --widths, e.g. 4,8 for a (4, 8) sequence; "
-                             "built-ins then act on its last axis")
+                             "the width-generic built-ins then act on its last axis (shaped ones are skipped)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), metavar="DTYPE,DTYPE",
                         help="dtypes to check in (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one row per comparison, not per rule")
@@ -77,7 +79,7 @@ def _summary(report, width, dtype, verbose):
 
 def run(args) -> int:
     from .._table import format_table
-    from ..registry import builtin_layers
+    from ..registry import builtin_layers, builtin_shaped
     from ..testing import Report, RuleError, check_layer
 
     try:
@@ -98,6 +100,8 @@ def run(args) -> int:
                 for shape in ([layer.input_shape()] if layer.input_shape() is not None else shapes)]
     else:
         jobs = [(layer, shape) for shape in shapes for layer in builtin_layers(shape[-1])]
+        if not args.in_shape:  # the shaped built-ins at their own shapes
+            jobs += builtin_shaped()
 
     rows, notes, failed, count = [], [], [], 0
     for layer, shape in jobs:

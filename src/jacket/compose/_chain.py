@@ -20,6 +20,35 @@ from ..core._tangents import call_jvp, call_vjp, cast_like, is_absent
 __all__ = ["Chain"]
 
 
+def _bind(layers, in_shape):
+    """Each layer bound to the shape it receives: ``(bound layers, shapes)``; a clear error naming
+    the first layer that cannot take its input."""
+    shapes, bound = [in_shape], []
+    for i, layer in enumerate(layers, 1):
+        source = "the chain's input" if i == 1 else f"layer {i - 1} ({bound[-1]!r})"
+        try:
+            layer = layer.bind(shapes[-1])
+            out = layer.output_shape(shapes[-1])
+        except Exception as err:  # noqa: BLE001 - a layer's own refusal, or eval_shape's
+            raise ValueError(f"Chain: layer {i} ({layer!r}) cannot take {source} of shape "
+                             f"{shapes[-1]}: {err}") from err
+        try:
+            shapes.append(as_shape(tuple(out), f"layer {i} ({layer!r}) output shape"))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Chain: layer {i} ({layer!r}) gives output shape {out!r} for input "
+                             f"shape {shapes[-1]}: {err}") from None
+        bound.append(layer)
+    return tuple(bound), tuple(shapes)
+
+
+def _fits(layers, in_shape) -> bool:
+    try:
+        _bind(layers, tuple(in_shape))
+    except ValueError:
+        return False
+    return True
+
+
 class Chain(Layer):
     """``Chain(layers, in_shape=None)``: the function ``x ↦ f_N(… f_1(x))``.
 
@@ -54,29 +83,17 @@ class Chain(Layer):
         self._rebindable = in_shape is None  # no in_shape given: a block may bind it to another shape
         if in_shape is None:
             in_shape = layers[0].input_shape()
+            if in_shape is not None and not _fits(layers, in_shape) and _fits(layers, (2,) + tuple(in_shape)):
+                # A last-axis first layer (Dense, LayerNorm) before one that needs a sequence or an
+                # image: the chain takes stacks of its first layer's input, and its shape comes from
+                # where it is used (a block binds it) or from in_shape=.
+                in_shape = None
         if in_shape is None:  # unbound: a block whose input shape comes from where it is used
             self._layers, self._shapes, self._dims = layers, None, None
             self._hash = hash((Chain, layers, None))
             return
-        shapes = [as_shape(in_shape, "Chain in_shape")]
-        bound = []
-        for i, layer in enumerate(layers, 1):
-            source = "the chain's input" if i == 1 else f"layer {i - 1} ({bound[-1]!r})"
-            try:
-                layer = layer.bind(shapes[-1])
-                out = layer.output_shape(shapes[-1])
-            except Exception as err:  # noqa: BLE001 - a layer's own refusal, or eval_shape's
-                raise ValueError(f"Chain: layer {i} ({layer!r}) cannot take {source} of shape "
-                                 f"{shapes[-1]}: {err}") from err
-            try:
-                shapes.append(as_shape(tuple(out), f"layer {i} ({layer!r}) output shape"))
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"Chain: layer {i} ({layer!r}) gives output shape {out!r} for input "
-                                 f"shape {shapes[-1]}: {err}") from None
-            bound.append(layer)
-        self._layers = tuple(bound)
-        self._shapes = tuple(shapes)
-        self._dims = tuple(size(s) for s in shapes)
+        self._layers, self._shapes = _bind(layers, as_shape(in_shape, "Chain in_shape"))
+        self._dims = tuple(size(s) for s in self._shapes)
         self._hash = hash((Chain, self._layers, self._shapes))
 
     @property
@@ -86,9 +103,12 @@ class Chain(Layer):
 
     def _need_shapes(self):
         if self._shapes is None:
+            first = self._layers[0].input_shape()
+            why = ("takes any shape" if first is None else
+                   f"takes {first}, which the layers after it do not, but a stack of them they do")
             raise ValueError(f"{self!r} does not know its input shape: its first layer {self._layers[0]!r} "
-                             f"takes any shape; pass Chain(..., in_shape=) (a chain used as a layer "
-                             f"inside another chain or block gets it from there)")
+                             f"{why}; pass Chain(..., in_shape=) (a chain used as a layer inside another "
+                             f"chain or block gets it from there)")
         return self._shapes
 
     # ---- as a layer (a chain inside a chain, or the body of a block) ----------------------
