@@ -1,6 +1,7 @@
-"""``jacket train logistic | mlp`` and the examples behind them (src/jacket/examples/).
+"""``jacket train logistic | mlp | cnn | transformer`` and the examples behind them (src/jacket/examples/).
 
-Quick runs by default; the full digits run (accuracy ≥ 0.95) and the full notes check are slow.
+Quick runs by default; the full runs (mlp ≥ 0.95, cnn ≥ 0.97 test accuracy, transformer held-out
+loss < 0.3 ln V) and the full notes check are slow.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from jacket import cli
 
 pytest.importorskip("sklearn", reason="the examples' data sets come from scikit-learn")
 
-from jacket.examples import logistic, mlp, split  # noqa: E402
+from jacket.examples import cnn, logistic, mlp, split, transformer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCURACY_LINE = re.compile(r"^test accuracy: [01]\.\d{4}$")
+SEQUENCE_LINE = re.compile(r"^held-out sequence accuracy: [01]\.\d{4}$")
 
 
 def _max_diff(a, b) -> float:
@@ -167,6 +169,90 @@ def test_train_mlp_without_tqdm_and_matplotlib(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()
 
 
+# ---- the residual CNN ------------------------------------------------------------------------
+def _reference_gradients(chain, params, x, y):
+    """The engine's value and gradient next to jax.grad's (the reference), in one compilation."""
+    loss = jacket.SoftmaxCrossEntropy()
+
+    @jax.jit
+    def both(params):
+        value, engine = jacket.value_and_grad(chain, loss)(params, x, y)
+        return value, engine, jax.grad(lambda p: loss.apply(chain.apply(p, x), y))(params)
+    return both(params)
+
+
+def test_cnn_data_are_the_mlp_digits_as_images():
+    images, flat = cnn.load_data(seed=1), mlp.load_data(seed=1)
+    assert images.x_train.shape == (len(flat.x_train), 1, 8, 8) and images.x_train.dtype == np.float32
+    np.testing.assert_array_equal(images.x_test.reshape(len(flat.x_test), 64), flat.x_test)
+    np.testing.assert_array_equal(images.y_train, flat.y_train)
+
+
+def test_cnn_gradient_matches_jax_grad(key):
+    chain = cnn.make_chain(channels=4)
+    assert chain.shapes == ((1, 8, 8), (4, 8, 8), (4, 8, 8), (4, 8, 8), (4, 8, 8), (4, 4, 4), (64,), (10,))
+    data = cnn.load_data()
+    params = jax.jit(chain.init, static_argnames="dtype")(key, dtype=jnp.float64)  # one compilation, not one per draw
+    x, y = jnp.asarray(data.x_train[:5], jnp.float64), jnp.asarray(data.y_train[:5])
+    value, engine, reference = _reference_gradients(chain, params, x, y)
+    assert value > 0.5  # random weights: far from the optimum
+    assert _max_diff(engine, reference) < 1e-12
+
+
+def test_train_cnn_command(tmp_path, capsys):
+    plot = tmp_path / "curve.png"
+    assert cli.main(["train", "cnn", "--quick", "--no-progress", "--plot", str(plot)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert ACCURACY_LINE.match(lines[-1]), lines[-1]
+    assert float(lines[-1].split()[-1]) > 0.5  # 20 steps; chance is 0.1
+    assert lines[0] == "epoch   1" + lines[0][9:] and "Residual([Conv2D(16, 16, 3)" in lines[-5]
+    start, end = map(float, re.fullmatch(r"train loss: (\S+) -> (\S+)", lines[-3]).groups())
+    assert end < 0.6 * start
+    assert "20 steps of batch 32" in lines[-4]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the transformer -------------------------------------------------------------------------
+@pytest.mark.parametrize("task", transformer.TASKS)
+def test_transformer_strings_and_targets(task):
+    data = transformer.load_data(task, n_train=300, n_test=200, length=6, vocab=5, seed=2)
+    assert data.x_train.shape == (300, 6, 5) and data.y_train.shape == (300, 6)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int32
+    tokens = data.x_train.argmax(axis=-1)
+    np.testing.assert_array_equal(data.x_train.sum(axis=-1), 1)  # one-hot rows
+    expected = np.sort(tokens, axis=1) if task == "sort" else tokens[:, ::-1]
+    np.testing.assert_array_equal(data.y_train, expected)
+    # held out: no test string occurs in training (5^6 strings, so a few were dropped)
+    seen = {row.tobytes() for row in tokens}
+    assert not any(row.tobytes() in seen for row in data.x_test.argmax(axis=-1))
+    assert 150 < len(data.x_test) <= 200
+
+
+def test_transformer_gradient_matches_jax_grad(key):
+    chain = transformer.make_chain(length=5, vocab=7, d_model=8, heads=2)
+    data = transformer.load_data(n_train=3, n_test=1, length=5, vocab=7)
+    params = jax.jit(chain.init, static_argnames="dtype")(key, dtype=jnp.float64)
+    x, y = jnp.asarray(data.x_train, jnp.float64), jnp.asarray(data.y_train)
+    assert jax.eval_shape(chain.apply, params, x).shape == (3, 5, 7)  # logits (B, T, V), labels (B, T)
+    value, engine, reference = _reference_gradients(chain, params, x, y)
+    assert value > 1.0
+    assert _max_diff(engine, reference) < 1e-12
+
+
+def test_train_transformer_command_without_scikit_learn(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # it makes its own data
+    assert cli.main(["train", "transformer", "--quick", "--no-progress", "--no-plot"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert SEQUENCE_LINE.match(lines[-1]), lines[-1]
+    report = dict(line.split(": ", 1) for line in lines if ": " in line)
+    chance = float(report["chance level ln 10"])
+    assert chance == pytest.approx(np.log(10), abs=1e-4)
+    start, end = map(float, re.match(r"(\S+) -> (\S+)", report["held-out loss"]).groups())
+    assert start > 0.9 * chance and end < 0.5 * chance  # 60 steps
+    assert float(report["held-out token accuracy"]) > 0.5  # chance: 0.1
+    assert "60 steps of batch 64" in report["epochs"]
+
+
 # ---- the command line --------------------------------------------------------------------------
 def test_missing_scikit_learn_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn", None)
@@ -180,6 +266,10 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch, capsys):
     (["train", "mlp", "--epochs", "0"], "epochs"),
     (["train", "mlp", "--batch-size", "5000", "--quick"], "batch_size 5000"),
     (["train", "logistic", "--steps", "0"], "steps"),
+    (["train", "cnn", "--epochs", "0"], "epochs"),
+    (["train", "cnn", "--batch-size", "5000", "--quick"], "batch_size 5000"),
+    (["train", "transformer", "--heads", "3"], "divisible by heads"),
+    (["train", "transformer", "--batch-size", "9000"], "batch_size 9000"),
 ])
 def test_bad_options_give_clear_errors(argv, words, capsys):
     assert cli.main(argv) == 2
@@ -189,6 +279,8 @@ def test_bad_options_give_clear_errors(argv, words, capsys):
 @pytest.mark.parametrize("example, function, renames", [
     ("logistic", logistic.train, {"lr": "learning_rate", "adam_lr": "adam_learning_rate"}),
     ("mlp", mlp.train, {"lr": "learning_rate"}),
+    ("cnn", cnn.train, {"lr": "learning_rate"}),
+    ("transformer", transformer.train, {"lr": "learning_rate"}),
 ])
 def test_command_defaults_are_the_functions_defaults(example, function, renames):
     # The command keeps its imports light, so it repeats the defaults; they must not drift.
@@ -239,3 +331,19 @@ def test_mlp_rejects_nonpositive_devices_clearly(capsys):
     from jacket.cli import main
     assert main(["train", "mlp", "--quick", "--no-plot", "--no-progress", "--devices", "0"]) == 2
     assert "devices must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_cnn_full_run_reaches_97_percent(capsys):
+    assert cli.main(["train", "cnn", "--no-plot", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ACCURACY_LINE.match(last), last
+    assert float(last.split()[-1]) >= 0.97
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", transformer.TASKS)
+def test_transformer_full_run_far_below_chance(task):
+    result = transformer.train(task=task, progress=False, log=None)
+    assert result.epoch_test_loss[-1] < 0.3 * result.chance
+    assert result.test_accuracy > 0.95

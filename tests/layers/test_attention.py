@@ -8,7 +8,6 @@ float64 only (each check compiles a handful of programs, which is nearly all of 
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

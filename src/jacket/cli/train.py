@@ -1,18 +1,26 @@
-"""``jacket train logistic | mlp``: the classic backpropagation examples, runnable.
+"""``jacket train logistic | mlp | cnn | transformer``: backpropagation examples, runnable.
 
 ``logistic``: logistic regression on the breast-cancer data, the engine's gradient checked
 against the closed form Xᵀ(p − y)/N and jax.grad at every step (jacket/examples/logistic.py).
 ``mlp``: Dense(64,32)–Tanh–Dense(32,10) on the 8×8 digits with optax.adam; prints
 ``test accuracy: 0.xxxx`` last and saves the loss/accuracy curve (jacket/examples/mlp.py).
-Both need the ``examples`` extra (scikit-learn for the data, matplotlib for the plot).
+``cnn``: a residual CNN (Conv2D, Residual, MaxPool2D, Flatten, Dense) on the same digits as
+``(1, 8, 8)`` images; the same report and curve (jacket/examples/cnn.py).
+``transformer``: one pre-norm transformer block (self-attention, LayerNorm, GELU MLP) that learns
+to sort or reverse strings of 8 digits it generates itself; reports the loss against the chance
+level ln V and the held-out token and whole-string accuracy (jacket/examples/transformer.py).
+All but ``transformer`` need scikit-learn for the data; every plot needs matplotlib (both in
+the ``examples`` extra). Every gradient comes from ``jacket.value_and_grad``.
 """
 from __future__ import annotations
 
 import sys
 
-HELP = "train the backprop examples: logistic regression (breast cancer) or an MLP (digits)"
+HELP = ("train the backprop examples: logistic regression (breast cancer), an MLP or a residual CNN "
+        "(digits), a transformer block (sorting digit strings)")
 
-DEFAULT_PLOT = "jacket-train-mlp.png"
+PLOTS = {name: f"jacket-train-{name}.png" for name in ("mlp", "cnn", "transformer")}  # default --plot
+DEFAULT_PLOT = PLOTS["mlp"]
 
 
 def add_arguments(parser) -> None:
@@ -41,21 +49,58 @@ def add_arguments(parser) -> None:
     mlp.add_argument("--lr", type=float, default=1e-2, help="optax.adam learning rate (default 0.01)")
     mlp.add_argument("--seed", type=int, default=0, help="split, initial weights and shuffles (default 0)")
     mlp.add_argument("--activation", choices=("tanh", "sigmoid"), default="tanh", help="hidden activation")
-    mlp.add_argument("--plot", metavar="PATH", default=DEFAULT_PLOT,
-                     help=f"where to save the loss/accuracy curve PNG (default ./{DEFAULT_PLOT})")
-    mlp.add_argument("--no-plot", action="store_true", help="don't save the curve")
-    mlp.add_argument("--no-progress", action="store_true", help="no progress bar; print one line per epoch")
-    mlp.add_argument("--quick", action="store_true", help="one epoch of at most 20 steps, for smoke tests")
+    _add_output_options(mlp, "mlp", 20)
     mlp.add_argument("--devices", type=int, default=None, metavar="N",
                      help="data-parallel over N devices (on a CPU, simulate them with "
                           "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
 
+    cnn = sub.add_parser("cnn", help="a residual CNN (Conv2D, Residual, MaxPool2D) on the 8x8 digits",
+                         description="Train Chain([Conv2D(1, 16, 3), ReLU(), Residual([Conv2D(16, 16, 3), "
+                         "ReLU(), Conv2D(16, 16, 3)]), ReLU(), MaxPool2D(2), Flatten(), Dense(256, 10)]) "
+                         "with SoftmaxCrossEntropy on scikit-learn's digits as (1, 8, 8) images (pixels / 16, "
+                         "the mlp example's 80/20 split), mini-batch optax.adam, gradients from "
+                         "jacket.value_and_grad in a jitted step. The last line printed is "
+                         "'test accuracy: 0.xxxx'.")
+    cnn.add_argument("--epochs", type=int, default=15, help="passes over the training split (default 15)")
+    cnn.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+    cnn.add_argument("--lr", type=float, default=3e-3, help="optax.adam learning rate (default 0.003)")
+    cnn.add_argument("--seed", type=int, default=0, help="split, initial weights and shuffles (default 0)")
+    cnn.add_argument("--channels", type=int, default=16, help="feature maps of every convolution (default 16)")
+    _add_output_options(cnn, "cnn", 20)
+
+    tf = sub.add_parser("transformer", help="a transformer block that learns to sort (or reverse) digit strings",
+                        description="Train one pre-norm transformer block (Dense(V, d) on one-hot tokens as "
+                        "the embedding, PositionEmbedding, Residual([LayerNorm, MultiHeadSelfAttention]), "
+                        "Residual([LayerNorm, Dense, GELU, Dense]), LayerNorm, Dense(d, V)) with "
+                        "SoftmaxCrossEntropy over every position, on random strings of 8 digits it "
+                        "generates itself, with optax.adam and gradients from jacket.value_and_grad. "
+                        "Reports the loss against the chance level ln V and the token and whole-string "
+                        "accuracy on held-out strings.")
+    tf.add_argument("--task", choices=("sort", "reverse"), default="sort",
+                    help="the target string: the input sorted (default) or reversed")
+    tf.add_argument("--epochs", type=int, default=8, help="passes over the 8192 training strings (default 8)")
+    tf.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    tf.add_argument("--lr", type=float, default=3e-3, help="optax.adam learning rate (default 0.003)")
+    tf.add_argument("--seed", type=int, default=0, help="strings, initial weights and shuffles (default 0)")
+    tf.add_argument("--d-model", type=int, default=32, help="width of the block (default 32)")
+    tf.add_argument("--heads", type=int, default=4, help="attention heads, dividing --d-model (default 4)")
+    _add_output_options(tf, "transformer", 60)
+
+
+def _add_output_options(parser, name: str, quick_steps: int) -> None:
+    """--plot, --no-plot, --no-progress, --quick: shared by the optax examples."""
+    plot = PLOTS[name]
+    parser.add_argument("--plot", metavar="PATH", default=plot,
+                        help=f"where to save the loss/accuracy curve PNG (default ./{plot})")
+    parser.add_argument("--no-plot", action="store_true", help="don't save the curve")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar; print one line per epoch")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one epoch of at most {quick_steps} steps, for smoke tests")
+
 
 def run(args) -> int:
     try:
-        if args.example == "logistic":
-            return _logistic(args)
-        return _mlp(args)
+        return {"logistic": _logistic, "mlp": _mlp, "cnn": _cnn, "transformer": _transformer}[args.example](args)
     except ImportError as err:
         # The examples' optional dependencies: the message names the extra to install.
         print(f"jacket train {args.example}: {err}", file=sys.stderr)
@@ -75,6 +120,18 @@ def _logistic(args) -> int:
     return 0
 
 
+def _report(example, result, args) -> int:
+    """Save the curve (unless --no-plot; a missing matplotlib only warns), print the report."""
+    if not args.no_plot:
+        try:
+            example.save_plot(result, args.plot)
+            print(f"saved the loss/accuracy curve to {args.plot}")
+        except (ImportError, OSError) as err:
+            print(f"not saving the curve: {err}", file=sys.stderr)
+    print(example.format_report(result))
+    return 0
+
+
 def _mlp(args) -> int:
     from ..examples import mlp
 
@@ -82,11 +139,23 @@ def _mlp(args) -> int:
     result = mlp.train(epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                        activation=args.activation, max_steps=max_steps, progress=not args.no_progress,
                        devices=args.devices)
-    if not args.no_plot:
-        try:
-            mlp.save_plot(result, args.plot)
-            print(f"saved the loss/accuracy curve to {args.plot}")
-        except (ImportError, OSError) as err:
-            print(f"not saving the curve: {err}", file=sys.stderr)
-    print(mlp.format_report(result))
-    return 0
+    return _report(mlp, result, args)
+
+
+def _cnn(args) -> int:
+    from ..examples import cnn
+
+    epochs, max_steps = (1, 20) if args.quick else (args.epochs, None)
+    result = cnn.train(epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                       channels=args.channels, max_steps=max_steps, progress=not args.no_progress)
+    return _report(cnn, result, args)
+
+
+def _transformer(args) -> int:
+    from ..examples import transformer
+
+    epochs, max_steps = (1, 60) if args.quick else (args.epochs, None)
+    result = transformer.train(task=args.task, epochs=epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                               seed=args.seed, d_model=args.d_model, heads=args.heads, max_steps=max_steps,
+                               progress=not args.no_progress)
+    return _report(transformer, result, args)

@@ -16,15 +16,14 @@ Everything runs in float32. Same seed, same machine: same accuracy.
 from __future__ import annotations
 
 import functools
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import Chain, Dense, SoftmaxCrossEntropy, mlp, value_and_grad
-from . import Data, load_sklearn_dataset, split
+from . import Data, TrainResult, load_sklearn_dataset, run_epochs, split
 
 __all__ = ["MLPResult", "load_data", "make_chain", "gradient_check", "backprop_by_hand", "make_update",
            "train", "save_plot", "format_report"]
@@ -111,40 +110,12 @@ def _evaluate(chain: Chain, loss, params, x, y):
 
 
 @dataclass
-class MLPResult:
-    """A training run: per-step mini-batch losses, per-epoch full-split metrics, the check."""
-    epochs: int
-    steps: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    hidden: int
-    activation: str
-    n_train: int
-    n_test: int
-    grad_check_diff: float
-    grad_check_scale: float
-    initial_train_loss: float
-    step_losses: list = field(default_factory=list)
-    epoch_train_loss: list = field(default_factory=list)
-    epoch_train_accuracy: list = field(default_factory=list)
-    epoch_test_accuracy: list = field(default_factory=list)
-    seconds: float = float("nan")
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.epoch_test_accuracy[-1]
-
-
-def _progress(total: int, enabled: bool):
-    """A tqdm bar over the steps, or ``None`` when disabled or tqdm isn't installed."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="step", desc="training", leave=False)
+class MLPResult(TrainResult):
+    """A training run (:class:`jacket.examples.TrainResult`), with the network and the check."""
+    hidden: int = 32
+    activation: str = "tanh"
+    grad_check_diff: float = float("nan")
+    grad_check_scale: float = float("nan")
 
 
 def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, seed: int = 0,
@@ -199,44 +170,17 @@ def train(epochs: int = 30, batch_size: int = 32, learning_rate: float = 1e-2, s
                        seed=seed, hidden=hidden, activation=activation, n_train=len(x_train), n_test=len(x_test),
                        grad_check_diff=diff, grad_check_scale=scale,
                        initial_train_loss=float(_evaluate(chain, loss, params, x_train, y_train)[0]))
-    bar = _progress(total, progress)
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(1, epochs + 1):
-        if epoch > 1:
-            order = rng.permutation(len(x_train))
-        for i in range(steps_per_epoch):
-            if step == total:
-                break
-            batch = order[i * batch_size:(i + 1) * batch_size]
-            x_batch, y_batch = x_train[batch], y_train[batch]
-            if dp is not None:
-                x_batch, y_batch = dp.put_batch(x_batch, y_batch)
-            params, opt_state, value = update(params, opt_state, x_batch, y_batch)
-            result.step_losses.append(float(value))
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{result.step_losses[-1]:.4f}", refresh=False)
-        train_loss, train_acc = _evaluate(chain, loss, params, x_train, y_train)
-        _, test_acc = _evaluate(chain, loss, params, x_test, y_test)
-        result.epoch_train_loss.append(float(train_loss))
-        result.epoch_train_accuracy.append(float(train_acc))
-        result.epoch_test_accuracy.append(float(test_acc))
-        if bar is None and log is not None:
-            log(f"epoch {epoch:3d}  train loss {train_loss:.4f}  train accuracy {train_acc:.4f}  "
-                f"test accuracy {test_acc:.4f}")
-        if step == total:
-            break
-    if bar is not None:
-        bar.close()
-    result.epochs = len(result.epoch_test_accuracy)
-    result.seconds = time.perf_counter() - start
+    put_batch = None if dp is None else dp.put_batch
+    run_epochs(update, functools.partial(_evaluate, chain, loss), params, opt_state, (x_train, y_train),
+               (x_test, y_test), result, rng, order=order, progress=progress, log=log, put_batch=put_batch)
     return result
 
 
-def save_plot(result: MLPResult, path) -> None:
+def save_plot(result: TrainResult, path, title: str | None = None) -> None:
     """Loss per step and per epoch (left), train/test accuracy per epoch (right), as a PNG.
+
+    ``result``: any :class:`jacket.examples.TrainResult`; ``title``: the figure's title
+    (default: this MLP's layers and settings).
 
     Raises ``ImportError`` naming the extra to install if matplotlib is missing.
     """
@@ -262,14 +206,15 @@ def save_plot(result: MLPResult, path) -> None:
     right.set_xlabel("epoch")
     right.set_ylabel("accuracy")
     right.legend()
-    h = result.hidden
-    fig.suptitle(f"digits, Dense(64,{h})–{result.activation}–Dense({h},10), adam lr {result.learning_rate:g}, "
-                 f"batch {result.batch_size}, seed {result.seed}")
+    if title is None:
+        h = result.hidden
+        title = f"digits, Dense(64,{h})–{result.activation}–Dense({h},10)"
+    fig.suptitle(f"{title}, adam lr {result.learning_rate:g}, batch {result.batch_size}, seed {result.seed}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def format_report(result: MLPResult) -> str:
+def format_report(result: TrainResult) -> str:
     """Summary lines; the last one is ``test accuracy: 0.xxxx``."""
     return "\n".join([
         f"digits: {result.n_train} train / {result.n_test} test, epochs: {result.epochs}, {result.steps} steps "
