@@ -1,17 +1,28 @@
-"""``jacket plan 784,1024,16,1024,784 --act tanh``: print the plan table for a Dense/activation chain."""
+"""``jacket plan``: the accumulation plan (cost table) of a chain.
+
+``jacket plan 784,1024,16,1024,784 --act tanh`` plans a Dense/activation chain of those widths;
+``jacket plan --model transformer`` (or ``residual-mlp``, ``cnn``) one of the named architectures
+of :mod:`jacket.examples.architectures`, whose blocks' inner plans appear nested in the table.
+"""
 from __future__ import annotations
 
-HELP = "print the accumulation plan (cost table) for a Dense/activation chain of given widths"
+HELP = "print the accumulation plan (cost table) of a Dense/activation chain or a named architecture"
 
+from ..examples.architectures import ARCHITECTURES
 from ..registry import ACTIVATIONS
 
 
 def add_arguments(parser):
-    parser.add_argument("widths", help="comma-separated widths n_0,n_1,...,n_L (Dense layers between them)")
+    parser.add_argument("widths", nargs="?", default=None,
+                        help="comma-separated widths n_0,n_1,...,n_L (Dense layers between them)")
+    parser.add_argument("--model", choices=tuple(ARCHITECTURES), default=None,
+                        help="plan a named architecture instead: "
+                             + "; ".join(f"{name}: {text}" for name, (_, text) in ARCHITECTURES.items()))
     parser.add_argument("--act", default="tanh", choices=tuple(ACTIVATIONS) + ("none",),
                         help="activation after every Dense layer but the last (default tanh)")
     parser.add_argument("--order", default="optimal",
-                        help="forward | reverse | optimal | a bracketing such as '(J3 (J2 J1))' (default optimal)")
+                        help="forward | reverse | optimal | a bracketing such as '(J3 (J2 J1))', with "
+                             "inner orders for blocks such as 'J2[reverse] J1' (default optimal)")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -33,7 +44,15 @@ def parse_widths(text):
 
 
 def run(args) -> int:
-    chain = build_chain(parse_widths(args.widths), args.act)
+    if (args.widths is None) == (args.model is None):
+        print("jacket plan: give either widths (e.g. 784,1024,16,1024,784) or --model "
+              f"({' | '.join(ARCHITECTURES)}), not both or neither")
+        return 2
+    if args.model:
+        from ..examples.architectures import build
+        chain = build(args.model)
+    else:
+        chain = build_chain(parse_widths(args.widths), args.act)
     try:
         plan = chain.plan(args.order)
     except ValueError as err:
