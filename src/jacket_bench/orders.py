@@ -1,7 +1,12 @@
 """Orders: every accumulation order on chain families whose shape favours different orders.
 
-For each family the full Jacobian at one input is computed with jacket's ``forward``,
-``reverse``, the two dense bracketings, ``optimal``, and with ``jax.jacfwd`` / ``jax.jacrev`` of
+Five MLP families (vector in, vector out) and three architectures with blocks and shaped
+examples: a residual MLP (``Residual`` blocks as single factors of the outer plan), a pre-norm
+transformer block on one sequence ``(T, d) = (16, 64)`` with 4 heads, and a small residual CNN
+on one ``(1, 8, 8)`` image. For each family the full Jacobian at one input (shape
+``s_N + s_0``, as ``jax.jacfwd``) is computed with jacket's ``forward``, ``reverse``, the two
+dense bracketings of the top-level factors (blocks count as one factor; with two factors the
+two bracketings are the same product), ``optimal``, and with ``jax.jacfwd`` / ``jax.jacrev`` of
 the same ``chain.apply``, all jitted and timed interleaved. Each time is divided by the time of
 the better of JAX's two (in the same round), and set beside the ratio the cost model predicts,
 ``plan(order).fma / min(plan("forward").fma, plan("reverse").fma)``. Targets: ``optimal`` at
@@ -10,7 +15,7 @@ on any family.
 """
 from __future__ import annotations
 
-from .associativity import candidates, jacobian_inputs, model_fma, order_strings
+from .associativity import candidates, model_fma, order_strings
 from .timing import alternate, gflops, paired_ratio, roofline, write_results
 
 NAME = "orders"
@@ -31,6 +36,42 @@ def _elementwise_heavy(width):
                   LayerNorm(width), Tanh(), Softmax(), Sigmoid(), LayerNorm(width), Tanh()])
 
 
+def residual_mlp(scale: int = 1):
+    """``Dense(256, 256)``, 3 × ``Residual([Dense(256, 256), Tanh, Dense(256, 256)])``,
+    ``Dense(256, 256)``: a square 256 × 256 Jacobian, forward and reverse equal in the model, so the
+    optimal plan mixes sweeps with materialised block Jacobians."""
+    from jacket import Chain, Dense, Residual, Tanh
+    w = _w(256, scale)
+    blocks = [Residual(Chain([Dense(w, w), Tanh(), Dense(w, w)])) for _ in range(3)]
+    return Chain([Dense(w, w)] + blocks + [Dense(w, w)])
+
+
+def transformer_block(scale: int = 1, heads: int = 4, head: int | None = None):
+    """Pre-norm transformer block on one sequence ``(T, d) = (16, 64)``:
+    ``Residual([LayerNorm(d), MultiHeadSelfAttention(d, heads)])``,
+    ``Residual([LayerNorm(d), Dense(d, 4d), GELU, Dense(4d, d)])``; ``head`` classes add
+    ``LayerNorm(d), Dense(d, head)`` (per-position logits, the grad benchmark's model)."""
+    from jacket import GELU, Chain, Dense, LayerNorm, MultiHeadSelfAttention, Residual
+    t, d = max(2, 16 // scale), max(heads, 64 // scale // heads * heads)
+    attention = Chain([LayerNorm(d), MultiHeadSelfAttention(d, heads)])
+    feed_forward = Chain([LayerNorm(d), Dense(d, 4 * d), GELU(), Dense(4 * d, d)])
+    layers = [Residual(attention), Residual(feed_forward)]
+    if head:
+        layers += [LayerNorm(d), Dense(d, head)]
+    return Chain(layers, in_shape=(t, d))
+
+
+def small_cnn(scale: int = 1, image=(1, 8, 8), classes: int = 10):
+    """Residual CNN on one ``(1, 8, 8)`` image (the digits model of ``jacket.examples.cnn``):
+    ``Conv2D(1, 16, 3)`` ("SAME"), ReLU, ``Residual([Conv2D(16, 16, 3), ReLU, Conv2D(16, 16, 3)])``,
+    ReLU, ``MaxPool2D(2)``, Flatten, ``Dense(16·4·4, 10)``."""
+    from jacket import Chain, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Residual
+    c = _w(16, scale)
+    return Chain([Conv2D(image[0], c, 3), ReLU(), Residual(Chain([Conv2D(c, c, 3), ReLU(), Conv2D(c, c, 3)])),
+                  ReLU(), MaxPool2D(2), Flatten(), Dense(c * (image[1] // 2) * (image[2] // 2), classes)],
+                 in_shape=image)
+
+
 # Widths are divided by ``scale`` (tests use tiny chains); scale 1 is the benchmark.
 FAMILIES = {
     "uniform": lambda s: _mlp((_w(256, s),) * 7),
@@ -38,7 +79,11 @@ FAMILIES = {
     "expanding": lambda s: _mlp(tuple(_w(w, s) for w in (8, 64, 256, 1024))),
     "bottleneck": lambda s: _mlp(tuple(_w(w, s) for w in (1024, 1024, 16, 1024, 1024))),
     "elementwise-heavy": lambda s: _elementwise_heavy(_w(256, s)),
+    "residual-mlp": residual_mlp,
+    "transformer": transformer_block,
+    "cnn": small_cnn,
 }
+MLP_FAMILIES = ("uniform", "funnel", "expanding", "bottleneck", "elementwise-heavy")
 
 
 def _w(width: int, scale: int) -> int:
@@ -54,15 +99,25 @@ def n_steps(cfg: dict) -> int:
     return len(cfg["families"])
 
 
+def example_inputs(chain, seed: int):
+    """``(params, x)`` for one Jacobian: float32 params and one random example of ``chain.in_shape``
+    (a vector ``(n_0,)``, a sequence ``(T, d)`` or an image ``(C, H, W)``)."""
+    import jax
+    import jax.numpy as jnp
+    k_params, k_x = jax.random.split(jax.random.PRNGKey(seed))
+    return chain.init(k_params, jnp.float32), jax.random.normal(k_x, chain.in_shape, jnp.float32)
+
+
 def measure(name: str, chain, repeats: int, min_sample_s: float) -> dict:
     """Time one family; ratios are against the better (by median) of jax.jacfwd / jax.jacrev."""
-    timing = alternate(candidates(chain, optimal=True), jacobian_inputs(chain, seed=len(name)), repeats=repeats,
+    timing = alternate(candidates(chain, optimal=True), example_inputs(chain, seed=len(name)), repeats=repeats,
                        baseline="jax.jacrev", min_sample_s=min_sample_s)
     best_jax = min(JAX, key=lambda m: timing["median_s"][m])
     fma = model_fma(chain, optimal=True)
     best_mode_fma = min(fma["forward"], fma["reverse"])
     names = ORDERS + JAX
-    return {"family": name, "dims": list(chain.dims), "layers": [repr(layer) for layer in chain],
+    return {"family": name, "dims": list(chain.dims), "shapes": [list(s) for s in chain.shapes],
+            "layers": [repr(layer) for layer in chain],
             "order_strings": order_strings(chain, optimal=True), "optimal_order": chain.plan("optimal").order,
             "fma": fma, "median_s": timing["median_s"], "compile_s": timing["compile_s"],
             "rounds": timing["rounds"], "best_jax": best_jax,
@@ -92,9 +147,17 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
     if "bottleneck" in by_name:
         speedup = 1 / by_name["bottleneck"]["ratio"]["optimal"]
         targets[f"optimal >= {BOTTLENECK_SPEEDUP:g}x faster on bottleneck"] = speedup >= BOTTLENECK_SPEEDUP
-    worst = max(families, key=lambda f: f["ratio"]["optimal"])
-    targets[f"optimal never > {SLOWER_AT_MOST}x the better JAX (worst: {worst['family']})"] = \
-        worst["ratio"]["optimal"] <= SLOWER_AT_MOST
+    # One target per group, naming its worst family, so a miss on an architecture is not hidden
+    # behind the MLP families' (and the reverse).
+    groups = {"MLP families": [f for f in families if f["family"] in MLP_FAMILIES],
+              "architectures": [f for f in families if f["family"] not in MLP_FAMILIES]}
+    for group, members in groups.items():
+        if not members:
+            continue
+        worst = max(members, key=lambda f: f["ratio"]["optimal"])
+        targets[f"optimal never > {SLOWER_AT_MOST}x the better JAX on the {group} "
+                f"(worst: {worst['family']} {worst['ratio']['optimal']:.3f}x)"] = \
+            worst["ratio"]["optimal"] <= SLOWER_AT_MOST
     print("optimal: " + ", ".join(f"{f['family']} {1 / f['ratio']['optimal']:.2f}x" for f in families)
           + " faster than the better JAX; " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     record = {"orders": list(ORDERS), "jax": list(JAX), "repeats": cfg["repeats"], "families": families,
@@ -119,8 +182,8 @@ def plot(record: dict):
     ax.scatter([], [], marker="_", color="black", label="cost model")
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(families)), [f["family"] for f in families])
+    ax.set_xticks(range(len(families)), [f["family"] for f in families], rotation=20, ha="right")
     ax.set_ylabel("time / better of jax.jacfwd, jax.jacrev")
     ax.set_title(f"Jacobian accumulation orders ({record['device']['device_kind']})")
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return fig

@@ -95,10 +95,11 @@ def _tiny(name):
     cfg.update(repeats=2, min_sample_s=1e-4, roofline=TINY_ROOFLINE)
     if name == "grad":
         cfg["cases"] = [{"n_in": 6, "width": 5, "classes": 3, "batch": 4}]
+        cfg.update(architectures=[{"model": "cnn", "batch": 2}, {"model": "transformer", "batch": 2}], scale=8)
     elif name == "associativity":
         cfg.update(sizes=(4, 8), depth=1)
     elif name == "orders":
-        cfg.update(families=("bottleneck",), scale=128)
+        cfg.update(families=("bottleneck", "transformer"), scale=128)
     elif name == "planning":
         cfg = dict(cfg, lengths=(3, 6), repeats=1)
     elif name == "scaling":
@@ -128,6 +129,33 @@ def test_grad_candidates_agree():
     assert jnp.allclose(v1, v2, rtol=1e-5)
     assert all(jnp.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(jax.tree_util.tree_leaves(g1),
                                                                          jax.tree_util.tree_leaves(g2)))
+
+
+@pytest.mark.slow  # the library's Jacobians of these blocks are checked in tests/compose; this checks the benchmark's wiring
+@pytest.mark.parametrize("family", ["residual-mlp", "transformer", "cnn"])
+def test_orders_architectures_agree_with_jax(family):
+    """The architecture families on tiny sizes: every order's Jacobian (shape s_N + s_0) is jax.jacfwd's."""
+    from jacket_bench.associativity import candidates
+    from jacket_bench.orders import FAMILIES, example_inputs
+    chain = FAMILIES[family](16)
+    params, x = example_inputs(chain, seed=0)
+    fns = candidates(chain, optimal=True)
+    expected = fns.pop("jax.jacfwd")(params, x)
+    assert expected.shape == tuple(chain.out_shape) + tuple(chain.in_shape)
+    for name, fn in fns.items():
+        assert jnp.allclose(jax.jit(fn)(params, x), expected, rtol=1e-4, atol=1e-5), name
+
+
+def test_grad_architectures_agree():
+    from jacket import SoftmaxCrossEntropy
+    from jacket_bench import grad
+    for case in ({"model": "cnn", "batch": 3}, {"model": "transformer", "batch": 2}):
+        chain = grad.architecture(case, scale=8)
+        fns, args = grad.candidates(chain, SoftmaxCrossEntropy()), grad.inputs(chain, case)
+        (v1, g1), (v2, g2) = jax.jit(fns["jacket"])(*args), jax.jit(fns["jax"])(*args)
+        assert jnp.allclose(v1, v2, rtol=1e-5)
+        assert all(jnp.allclose(a, b, rtol=1e-4, atol=1e-6)
+                   for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)))
 
 
 def test_op_counts_reads_entry_and_fusion_kinds():
