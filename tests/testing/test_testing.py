@@ -344,14 +344,26 @@ def test_layer_test_rejects_a_bad_layer():
 
 
 # ---- `jacket check` ------------------------------------------------------------------------------
-def test_cli_check_builtins_pass(capsys):
+@pytest.mark.slow  # every built-in, both dtypes: the same checks as tests/layers, through the CLI
+def test_cli_check_every_builtin_passes(capsys):
     assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "LayerNorm(8)" in out and "Dense(3, 5)" in out and "MultiHeadSelfAttention(8, 2)" in out
+    assert " NO" not in out and re.search(r"all \d+ comparisons passed", out)
+
+
+def test_cli_check_builtins_pass(capsys):
+    assert main(["check", "--only", "layernorm,dense,maxpool2d,parallel_sum"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[:5] == ["layer", "width", "dtype", "case", "rule"]
     assert "LayerNorm(8)" in out and "Dense(3, 5)" in out and " NO" not in out
+    assert re.search(r"MaxPool2D\(2\) +2×5×6 +float32", out) and "merge='sum'" in out
+    assert "Sigmoid()" not in out and "Conv2D" not in out  # --only: no other built-ins
     assert re.search(r"all \d+ comparisons passed", out)
+    assert main(["check", "--only", "conv3d"]) == 2
+    assert "unknown built-in layer 'conv3d'" in capsys.readouterr().err
     # -v: one row per comparison, among them every parameter leaf and both cases
-    assert main(["check", "--widths", "3", "--dtypes", "float64", "-v"]) == 0
+    assert main(["check", "--widths", "3", "--dtypes", "float64", "--only", "layernorm", "-v"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("LayerNorm(3)")]
     assert {"params['scale']", "params['offset']", "single", "batch"} <= {cell for row in rows for cell in row}
 

@@ -35,6 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--in-shape", default=None, metavar="N,N,...",
                         help="one input shape instead of --widths, e.g. 4,8 for a (4, 8) sequence; "
                              "the width-generic built-ins then act on its last axis (shaped ones are skipped)")
+    parser.add_argument("--only", default=None, metavar="NAME,NAME",
+                        help="check only these built-ins, by registry name (e.g. dense,conv2d,residual)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), metavar="DTYPE,DTYPE",
                         help="dtypes to check in (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one row per comparison, not per rule")
@@ -79,7 +81,7 @@ def _summary(report, width, dtype, verbose):
 
 def run(args) -> int:
     from .._table import format_table
-    from ..registry import builtin_layers, builtin_shaped
+    from ..registry import LAYERS, SHAPED, layer as registry_entry
     from ..testing import Report, RuleError, check_layer
 
     try:
@@ -99,9 +101,16 @@ def run(args) -> int:
         jobs = [(layer, shape) for layer in layers
                 for shape in ([layer.input_shape()] if layer.input_shape() is not None else shapes)]
     else:
-        jobs = [(layer, shape) for shape in shapes for layer in builtin_layers(shape[-1])]
+        try:
+            names = None if args.only is None else [registry_entry(n.strip()).name for n in args.only.split(",")
+                                                    if n.strip()]
+        except ValueError as err:
+            print(f"jacket check: --only: {err}", file=sys.stderr)
+            return 2
+        wanted = [e for e in LAYERS if names is None or e.name in names]
+        jobs = [(e.build(shape[-1], shape[-1] + 2), shape) for shape in shapes for e in wanted]
         if not args.in_shape:  # the shaped built-ins at their own shapes
-            jobs += builtin_shaped()
+            jobs += [(e.build(), e.in_shape) for e in SHAPED if names is None or e.name in names]
 
     rows, notes, failed, count = [], [], [], 0
     for layer, shape in jobs:
