@@ -56,6 +56,18 @@ def test_orders_speedups():
     assert others in _row("uniform / funnel / expanding / elementwise-heavy")
 
 
+def test_architecture_rows():
+    grad = {(a["model"], a["batch"]): a["ratio"] for a in _load("grad")["architectures"]}
+    cnn, transformer = _row("gradient, residual CNN"), _row("gradient, transformer block")
+    assert " / ".join(f"{grad['cnn', b]:.2f}" for b in (32, 128, 512)) in cnn
+    assert " / ".join(f"{grad['transformer', b]:.2f}" for b in (8, 32, 128)) in transformer
+    families = {f["family"]: f for f in _load("orders")["families"]}
+    row = _row("residual MLP / transformer block / residual CNN")
+    names = ("residual-mlp", "transformer", "cnn")
+    assert " / ".join(f"{families[n]['ratio']['optimal']:.2f}×" for n in names) + " the time" in row
+    assert "model predicts " + " / ".join(f"{families[n]['predicted_ratio']['optimal']:.2f}×" for n in names) in row
+
+
 def test_planning_time():
     longest = _load("planning")["results"][-1]
     assert longest["layers"] == 200
