@@ -1,7 +1,10 @@
-"""Compositions of layers: Chain, the MLP builder, and backpropagation through a loss."""
+"""Compositions of layers: Chain, the MLP builder, backpropagation through a loss, and Jacobians
+with respect to the parameters (per-example gradients, the empirical NTK)."""
 from ._backprop import value_and_grad
 from ._blocks import Block, Parallel, Residual
 from ._chain import Chain
 from ._mlp import mlp
+from ._params import ntk, ntk_costs, params_jacobian, params_jacobian_costs, per_example_grads
 
-__all__ = ["Chain", "Residual", "Parallel", "Block", "mlp", "value_and_grad"]
+__all__ = ["Chain", "Residual", "Parallel", "Block", "mlp", "value_and_grad", "params_jacobian",
+           "params_jacobian_costs", "per_example_grads", "ntk", "ntk_costs"]

@@ -309,11 +309,19 @@ class Chain(Layer):
         from ..planning import make_plan
         return make_plan(self, order, devices)
 
-    def jacobian(self, params, x, order="optimal", mesh=None):
+    def jacobian(self, params, x, order="optimal", mesh=None, wrt="x"):
         """The Jacobian at x: shape ``s_N + s_0`` for one example (as ``jax.jacfwd``), or
         ``(batch,) + s_N + s_0`` for a batch, accumulated in ``order``: ``"forward"``,
         ``"reverse"``, ``"optimal"``, a bracketing such as ``"(J3 (J2 J1))"``, or a
         :class:`~jacket.Plan`. With a ``jax.sharding.Mesh``, the seeds of every TAN/ADJ step are
-        split across its devices for one example, the examples for a batch."""
+        split across its devices for one example, the examples for a batch.
+
+        ``wrt="params"``: the Jacobian with respect to the parameters instead, a pytree like
+        ``params`` with leaves ``s_N + leaf_shape`` (``(batch,) + …`` for a batch); ``order`` is
+        then ``"forward"``, ``"reverse"`` or ``"optimal"`` only (``compose/_params.py``)."""
+        if not (isinstance(wrt, str) and wrt == "x"):
+            from ._params import check_wrt, params_jacobian
+            check_wrt(wrt)
+            return params_jacobian(self, params, x, order, mesh)
         from ..execute import jacobian
         return jacobian(self, params, x, order, mesh)
