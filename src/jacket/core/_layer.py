@@ -10,6 +10,8 @@ Signatures (one convention for every rule, in the argument order of ``jax.vjp``)
     jvp(params, x, y, x_dot, params_dot)     -> y_dot            linear in (x_dot, params_dot)
     vjp(params, x, y, y_bar)                 -> (params_bar, x_bar)   params_bar summed over the batch
     jacobian(params, x, y)                   -> LinearOperator   (size(out_shape), size(in_shape)), one example
+    vjp_jvp(params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot)
+                                             -> (params_bar_dot, x_bar_dot)   optional: second order
 
 ``y`` is the primal output ``apply(params, x)``, passed in so rules can reuse it (tanh' = 1 - y²).
 A ``Chain`` binds each layer to the shape it receives (``bind``): a layer that needs its input
@@ -20,6 +22,14 @@ the three methods above). Only ``Chain`` overrides them, because its public ``jv
 ``jacobian`` keep the signatures of ``jax.jvp``, ``jax.vjp`` and ``jax.jacfwd``.
 Tangents are arrays shaped like their primals: the engine passes zeros where a tangent is absent
 (``core/_tangents.py``); a layer that sets ``symbolic_zeros = True`` receives ``None`` instead.
+
+The second-order rule ``vjp_jvp`` is the tangent of the VJP: with ``(params_bar, x_bar) =
+vjp(params, x, y, y_bar)``, it returns ``(params_bar_dot, x_bar_dot)`` when ``(params, x)`` move
+along ``(params_dot, x_dot)`` (so ``y`` moves along ``y_dot = jvp(params, x, y, x_dot,
+params_dot)``, passed in for reuse) and ``y_bar`` along ``y_bar_dot``; shapes and batch
+convention as ``vjp`` (``params_bar_dot`` summed over the batch). It is linear in the four
+tangents. Optional: ``has_second_order`` says whether a layer defines it, and the engine calls
+it through ``call_vjp_jvp`` (``core/_tangents.py``), as ``jvp`` through ``call_jvp``.
 
 Cost declaration, static (fma = multiply-adds, per vector, for one example of ``in_shape``)::
 
@@ -40,6 +50,18 @@ from ._static import Static
 from ._tangents import call_jvp, zeros_like_tree
 
 __all__ = ["Layer", "Elementwise"]
+
+
+class _ClassProperty:
+    """A read-only attribute computed from the class, on the class and on its instances alike
+    (``Dense.has_second_order`` and ``Dense(2, 3).has_second_order``). A subclass may replace it
+    by an ordinary ``property`` when the answer depends on the instance (a composite's layers)."""
+
+    def __init__(self, fget):
+        self.fget, self.__doc__ = fget, fget.__doc__
+
+    def __get__(self, obj, cls=None):
+        return self.fget(type(obj) if cls is None else cls)
 
 _RENAMED = {"required_in_dim": "input_shape() (a tuple such as (n,), or None)",
             "out_dim": "output_shape(in_shape) (tuples)"}
@@ -97,6 +119,20 @@ class Layer(Static):
         """Cotangents ``(params_bar, x_bar)`` for ``y_bar`` (shape of y); params_bar summed over the batch."""
         raise NotImplementedError(f"{type(self).__name__} must implement vjp(params, x, y, y_bar)")
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        """Second order, optional: the tangent ``(params_bar_dot, x_bar_dot)`` of ``vjp(params, x, y,
+        y_bar)`` along ``(params_dot, x_dot)`` and ``y_bar_dot`` (``y_dot``: the matching jvp, for
+        reuse). Shapes as ``vjp``: ``x_bar_dot`` like x, ``params_bar_dot`` like params, summed
+        over the batch. With ``symbolic_zeros = True`` any tangent may be ``None`` (zero)."""
+        raise NotImplementedError(
+            f"{self!r} has no second-order rule: define vjp_jvp(params, x, y, y_bar, x_dot, params_dot, "
+            f"y_dot, y_bar_dot) -> (params_bar_dot, x_bar_dot) (see jacket.core.Layer)")
+
+    @_ClassProperty
+    def has_second_order(cls) -> bool:
+        """Whether the layer defines ``vjp_jvp`` (overrides the default, which raises)."""
+        return cls.vjp_jvp is not Layer.vjp_jvp
+
     def jacobian(self, params, x, y):
         """Jacobian with respect to x at one example ``x`` (shape ``in_shape``): an operator of
         shape ``(size(out_shape), size(in_shape))``. Default: the JVP rule on the unit vectors."""
@@ -112,6 +148,9 @@ class Layer(Static):
 
     def _vjp_rule(self, params, x, y, y_bar):
         return self.vjp(params, x, y, y_bar)
+
+    def _vjp_jvp_rule(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        return self.vjp_jvp(params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot)
 
     def _jacobian_rule(self, params, x, y, plans=()):
         """The Jacobian at one example; ``plans``: the plans of a composite's blocks (unused here)."""
@@ -152,12 +191,36 @@ def _traced_output_shape(layer, in_shape):
 
 class Elementwise(Layer):
     """Base for elementwise layers ``y = f(x)`` of any shape: subclasses define ``apply`` and
-    ``derivative(x, y)`` (f'(x), allowed to reuse y). Rules, Jacobian and costs follow."""
+    ``derivative(x, y)`` (f'(x), allowed to reuse y). Rules, Jacobian and costs follow; with
+    ``second_derivative(x, y)`` (f''(x)) also the second-order rule ``vjp_jvp``."""
 
     symbolic_zeros = True
 
     def derivative(self, x, y):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def second_derivative(self, x, y):
+        """f''(x), shape of x (allowed to reuse y). Optional: it enables ``vjp_jvp``."""
+        raise NotImplementedError(
+            f"{self!r} has no second-order rule: define second_derivative(x, y) -> f''(x) "
+            f"(see jacket.core.Elementwise)")
+
+    @_ClassProperty
+    def has_second_order(cls) -> bool:
+        """Whether ``second_derivative`` is defined (or ``vjp_jvp`` itself overridden)."""
+        return cls.second_derivative is not Elementwise.second_derivative or \
+            cls.vjp_jvp is not Elementwise.vjp_jvp
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """``x_bar = f'(x) ȳ``, so ``x_bar_dot = f''(x) ẋ ȳ + f'(x) ȳ̇`` (all of the shape of x);
+        ``params_bar_dot = {}``. ``x_dot`` / ``y_bar_dot`` may be ``None`` (zero)."""
+        x_bar_dot = None
+        if x_dot is not None:
+            x_bar_dot = self.second_derivative(x, y) * x_dot * y_bar
+        if y_bar_dot is not None:
+            term = self.derivative(x, y) * y_bar_dot
+            x_bar_dot = term if x_bar_dot is None else x_bar_dot + term
+        return {}, jnp.zeros_like(x) if x_bar_dot is None else x_bar_dot
 
     def output_shape(self, in_shape):
         return tuple(in_shape)

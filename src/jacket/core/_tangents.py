@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["is_absent", "zeros_like_tree", "call_jvp", "call_vjp", "cast_like"]
+__all__ = ["is_absent", "zeros_like_tree", "call_jvp", "call_vjp", "call_vjp_jvp", "cast_like"]
 
 
 def is_absent(tangent) -> bool:
@@ -62,3 +62,28 @@ def call_vjp(layer, params, x, y, y_bar):
         raise TypeError(f"{layer!r}: vjp must return (params_bar, x_bar), got {type(result).__name__}")
     params_bar, x_bar = result
     return _cast_tree_like(params_bar, params), cast_like(x_bar, x)
+
+
+def call_vjp_jvp(layer, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+    """``(params_bar_dot, x_bar_dot)`` from ``layer.vjp_jvp`` (the tangent of the VJP) under the
+    conventions above: ``None`` (or an empty pytree) is an absent tangent, passed as ``None`` to a
+    layer with ``symbolic_zeros = True`` and as zeros otherwise; results in the dtypes of their
+    primals. ``(None, None)`` if ``x_dot``, ``params_dot`` and ``y_bar_dot`` are all absent (the
+    rule is linear in them). ``y_dot`` may be ``None``: it is then computed by ``call_jvp``."""
+    x_absent, params_absent, y_bar_absent = x_dot is None, is_absent(params_dot), y_bar_dot is None
+    if x_absent and params_absent and y_bar_absent:
+        return None, None
+    if y_dot is None and not (x_absent and params_absent):
+        y_dot = call_jvp(layer, params, x, y, x_dot, params_dot)
+    if getattr(layer, "symbolic_zeros", False):
+        result = layer._vjp_jvp_rule(params, x, y, y_bar, x_dot, None if params_absent else params_dot,
+                                     y_dot, y_bar_dot)
+    else:
+        result = layer._vjp_jvp_rule(params, x, y, y_bar, jnp.zeros_like(x) if x_absent else x_dot,
+                                     zeros_like_tree(params) if params_absent else params_dot,
+                                     jnp.zeros_like(y) if y_dot is None else y_dot,
+                                     jnp.zeros_like(y_bar) if y_bar_absent else y_bar_dot)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"{layer!r}: vjp_jvp must return (params_bar_dot, x_bar_dot), got {type(result).__name__}")
+    params_bar_dot, x_bar_dot = result
+    return _cast_tree_like(params_bar_dot, params), cast_like(x_bar_dot, x)

@@ -14,7 +14,7 @@ __all__ = ["Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax", "LogSoftmax
 
 
 class Tanh(Elementwise):
-    """``y = tanh(x)``; ``f'(x) = 1 - y²`` (reuses the output)."""
+    """``y = tanh(x)``; ``f'(x) = 1 - y²``, ``f''(x) = -2y (1 - y²)`` (reuse the output)."""
 
     def apply(self, params, x):
         return jnp.tanh(x)
@@ -22,9 +22,12 @@ class Tanh(Elementwise):
     def derivative(self, x, y):
         return 1 - y * y
 
+    def second_derivative(self, x, y):
+        return -2 * y * (1 - y * y)  # d(1 - y²) = -2y ẏ, ẏ = (1 - y²) ẋ
+
 
 class Sigmoid(Elementwise):
-    """``y = σ(x) = 1 / (1 + e^{-x})``; ``f'(x) = y (1 - y)`` (reuses the output)."""
+    """``y = σ(x) = 1 / (1 + e^{-x})``; ``f'(x) = y (1 - y)``, ``f''(x) = y (1 - y)(1 - 2y)`` (reuse the output)."""
 
     def apply(self, params, x):
         return jax.nn.sigmoid(x)
@@ -32,9 +35,12 @@ class Sigmoid(Elementwise):
     def derivative(self, x, y):
         return y * (1 - y)
 
+    def second_derivative(self, x, y):
+        return y * (1 - y) * (1 - 2 * y)  # d(y - y²) = (1 - 2y) ẏ
+
 
 class ReLU(Elementwise):
-    """``y = max(x, 0)``; ``f'(x) = 1[x > 0]`` (0 at x = 0, as in JAX)."""
+    """``y = max(x, 0)``; ``f'(x) = 1[x > 0]`` (0 at x = 0, as in JAX); ``f''(x) = 0`` (almost everywhere)."""
 
     def apply(self, params, x):
         # jax.nn.relu, not jnp.maximum(x, 0): JAX differentiates maximum as 1/2 at the tie, so
@@ -44,9 +50,13 @@ class ReLU(Elementwise):
     def derivative(self, x, y):
         return (x > 0).astype(y.dtype)
 
+    def second_derivative(self, x, y):
+        return jnp.zeros_like(y)
+
 
 class Softplus(Elementwise):
-    """``y = log(1 + eˣ)``, computed stably as ``max(x, 0) + log1p(e^{-|x|})``; ``f'(x) = σ(x)``."""
+    """``y = log(1 + eˣ)``, computed stably as ``max(x, 0) + log1p(e^{-|x|})``; ``f'(x) = σ(x)``,
+    ``f''(x) = σ(x) (1 - σ(x))``."""
 
     def apply(self, params, x):
         return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
@@ -54,9 +64,14 @@ class Softplus(Elementwise):
     def derivative(self, x, y):
         return jax.nn.sigmoid(x)
 
+    def second_derivative(self, x, y):
+        s = jax.nn.sigmoid(x)
+        return s * (1 - s)
+
 
 class GELU(Elementwise):
-    """Exact GELU ``y = x Φ(x)``, Φ the standard normal CDF (erf form); ``f'(x) = Φ(x) + x φ(x)``."""
+    """Exact GELU ``y = x Φ(x)``, Φ the standard normal CDF (erf form); ``f'(x) = Φ(x) + x φ(x)``,
+    ``f''(x) = φ(x) (2 - x²)`` (φ' = -x φ)."""
 
     def apply(self, params, x):
         return 0.5 * x * (1 + erf(x / math.sqrt(2)))
@@ -65,6 +80,11 @@ class GELU(Elementwise):
         cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
         pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return cdf + x * pdf
+
+    def second_derivative(self, x, y):
+        # d(Φ + x φ) = φ + φ + x φ' = φ (2 - x²)
+        pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return pdf * (2 - x * x)
 
 
 class _LastAxisLowRank(Layer):
@@ -102,6 +122,19 @@ class Softmax(_LastAxisLowRank):
     def vjp(self, params, x, y, y_bar):
         return {}, y * (y_bar - (y * y_bar).sum(axis=-1, keepdims=True))
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Tangent of ``x_bar = s ⊙ (ȳ - ⟨s, ȳ⟩)`` (shape of x), by the product rule with
+        ``ṡ = y_dot``: ``ṡ ⊙ (ȳ - ⟨s, ȳ⟩) + s ⊙ (ȳ̇ - ⟨ṡ, ȳ⟩ - ⟨s, ȳ̇⟩)``; ``params_bar_dot = {}``."""
+        if y_dot is None and x_dot is not None:
+            y_dot = self.jvp(params, x, y, x_dot)
+        x_bar_dot = jnp.zeros_like(x)
+        if y_dot is not None:
+            x_bar_dot = y_dot * (y_bar - (y * y_bar).sum(axis=-1, keepdims=True)) \
+                - y * (y_dot * y_bar).sum(axis=-1, keepdims=True)
+        if y_bar_dot is not None:
+            x_bar_dot = x_bar_dot + self.vjp(params, x, y, y_bar_dot)[1]  # linear in ȳ
+        return {}, x_bar_dot
+
     def jacobian(self, params, x, y):
         s = y.reshape(-1, y.shape[-1])
         return blocks_plus_low_rank(s, -s[:, :, None], s[:, :, None])
@@ -120,6 +153,18 @@ class LogSoftmax(_LastAxisLowRank):
 
     def vjp(self, params, x, y, y_bar):
         return {}, y_bar - jnp.exp(y) * y_bar.sum(axis=-1, keepdims=True)
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Tangent of ``x_bar = ȳ - s Σȳ`` (shape of x), with ``s = exp(y)``, ``ṡ = s ⊙ y_dot``:
+        ``x_bar_dot = ȳ̇ - s Σȳ̇ - ṡ Σȳ``; ``params_bar_dot = {}``."""
+        if y_dot is None and x_dot is not None:
+            y_dot = self.jvp(params, x, y, x_dot)
+        x_bar_dot = jnp.zeros_like(x)
+        if y_dot is not None:
+            x_bar_dot = -jnp.exp(y) * y_dot * y_bar.sum(axis=-1, keepdims=True)
+        if y_bar_dot is not None:
+            x_bar_dot = x_bar_dot + self.vjp(params, x, y, y_bar_dot)[1]  # linear in ȳ
+        return {}, x_bar_dot
 
     def jacobian(self, params, x, y):
         s = jnp.exp(y).reshape(-1, y.shape[-1])

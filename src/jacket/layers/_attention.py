@@ -10,7 +10,8 @@ Forward, per head ``h`` (``d_head = d_model / heads``, ``c = 1/sqrt(d_head)``)::
 
 The rules recompute ``Q, K, V, S, A`` from ``x`` and ``params`` and differentiate that chain by
 the product rule; the softmax step calls :class:`Softmax`'s own rules, so its Jacobian
-``diag(a) - a aᵀ`` is written once in the library.
+``diag(a) - a aᵀ`` is written once in the library. The second-order rule ``vjp_jvp`` applies the
+product rule once more, to each (bilinear) step of ``vjp``, with Softmax's ``vjp_jvp``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ from ._activations import Softmax
 __all__ = ["MultiHeadSelfAttention"]
 
 _SOFTMAX = Softmax()
+
+
+def _add(*terms):
+    """The sum of the terms that are not None (a symbolic zero); None if all are."""
+    present = [t for t in terms if t is not None]
+    return sum(present[1:], present[0]) if present else None
 
 
 def _lead_sum(a, keep):
@@ -179,6 +186,73 @@ class MultiHeadSelfAttention(Layer):
             back = jnp.einsum("...htk,dhk->...td", bar, self._in_w(params[f"w{n}"]))
             x_bar = back if x_bar is None else x_bar + back
         return params_bar, x_bar
+
+    # ---- second order -----------------------------------------------------------------------
+    def _softmax_vjp_jvp(self, s, a, a_bar, s_dot, a_dot, a_bar_dot):
+        """Tangent of Softmax's vjp ``S_bar = A ⊙ (A_bar - ⟨A_bar, A⟩)`` (last axis, A = softmax(S))
+        when S moves by ``s_dot`` (A by ``a_dot``) and A_bar by ``a_bar_dot`` (None: zero), i.e.
+        ``a_dot ⊙ (A_bar - ⟨A_bar, A⟩) + A ⊙ (a_bar_dot - ⟨a_bar_dot, A⟩ - ⟨A_bar, a_dot⟩)``:
+        Softmax's own ``vjp_jvp``, so that rule is written once in the library."""
+        return _SOFTMAX.vjp_jvp({}, s, a, a_bar, s_dot, None, a_dot, a_bar_dot)[1]
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        """Tangent of :meth:`vjp`: every step of it is a product (bilinear), so each cotangent's
+        tangent is the sum of the step with one factor replaced by its tangent; the forward
+        tangents (Q_dot … O_dot) are recomputed as in :meth:`jvp` (``y_dot`` is not needed).
+        None tangents drop their terms (a cotangent left without terms is zeros); ``(None, None)``
+        when all three are None."""
+        if x_dot is None and params_dot is None and y_bar_dot is None:
+            return None, None
+        d, c = self.d_model, 1 / math.sqrt(self.d_head)
+        mul = lambda f, u, v: None if u is None or v is None else f(u, v)  # noqa: E731  (None: a zero)
+        q, k, v, s, a = self._forward(params, x)
+        o = self._attend(a, v)
+        # forward tangents, as in jvp
+        forward = x_dot is not None or params_dot is not None
+        q_dot, k_dot, v_dot = ((self._projection_dot(params, x, x_dot, params_dot, n) for n in "qkv")
+                               if forward else (None, None, None))
+        s_dot = a_dot = o_dot = None
+        if forward:
+            s_dot = self._mask(self._qk(q_dot, k) + self._qk(q, k_dot), 0) * c
+            a_dot = _SOFTMAX.jvp({}, s, a, s_dot)
+            o_dot = self._attend(a_dot, v) + self._attend(a, v_dot)
+        wo_dot = None if params_dot is None else params_dot["wo"]
+        # the vjp's cotangents, reused by the product rule
+        o_bar = jnp.einsum("...td,hkd->...htk", y_bar, self._out_w(params["wo"]))
+        a_bar = self._qk(o_bar, v)
+        s_bar = self._mask(_SOFTMAX.vjp({}, s, a, a_bar)[1], 0)
+        # wo_bar = Σ O ⊗ y_bar, bo_bar = Σ y_bar
+        wo_rule = lambda o_, yb: jnp.einsum("...htk,...td->hkd", o_, yb).reshape(d, d)  # noqa: E731
+        bar_dot = {"wo": _add(mul(wo_rule, o_dot, y_bar), mul(wo_rule, o, y_bar_dot)),
+                   "bo": None if y_bar_dot is None else _lead_sum(y_bar_dot, 1)}
+        # O_bar = y_bar woᵀ
+        o_bar_rule = lambda yb, w: jnp.einsum("...td,hkd->...htk", yb, self._out_w(w))  # noqa: E731
+        o_bar_dot = _add(mul(o_bar_rule, y_bar_dot, params["wo"]), mul(o_bar_rule, y_bar, wo_dot))
+        # A_bar = O_bar Vᵀ, V_bar = Aᵀ O_bar
+        a_bar_dot = _add(mul(self._qk, o_bar_dot, v), mul(self._qk, o_bar, v_dot))
+        v_rule = lambda a_, ob: jnp.einsum("...hts,...htk->...hsk", a_, ob)  # noqa: E731
+        v_bar_dot = _add(mul(v_rule, a_dot, o_bar), mul(v_rule, a, o_bar_dot))
+        # S_bar = mask(softmax_vjp(A, A_bar))
+        s_bar_dot = self._softmax_vjp_jvp(s, a, a_bar, s_dot, a_dot, a_bar_dot)
+        s_bar_dot = None if s_bar_dot is None else self._mask(s_bar_dot, 0)
+        # (Q_bar, K_bar) = c (S_bar K, S_barᵀ Q): bilinear in S_bar and (Q, K)
+        from_s = (None, None) if s_bar_dot is None else self._scores_vjp(s_bar_dot, q, k)
+        q_bar_dot = _add(from_s[0], mul(lambda sb, kd: self._scores_vjp(sb, q, kd)[0], s_bar, k_dot))
+        k_bar_dot = _add(from_s[1], mul(lambda sb, qd: self._scores_vjp(sb, qd, k)[1], s_bar, q_dot))
+        # w_n_bar = Σ x ⊗ n_bar, b_n_bar = Σ n_bar, x_bar = Σ_n n_bar w_nᵀ
+        v_bar = v_rule(a, o_bar)
+        q_bar, k_bar = self._scores_vjp(s_bar, q, k)
+        w_rule = lambda x_, bar: jnp.einsum("...td,...htk->dhk", x_, bar).reshape(d, d)  # noqa: E731
+        back = lambda bar, w: jnp.einsum("...htk,dhk->...td", bar, self._in_w(w))  # noqa: E731
+        x_bar_dot = None
+        for n, bar, bar_dot_n in zip("qkv", (q_bar, k_bar, v_bar), (q_bar_dot, k_bar_dot, v_bar_dot)):
+            bar_dot[f"w{n}"] = _add(mul(w_rule, x_dot, bar), mul(w_rule, x, bar_dot_n))
+            bar_dot[f"b{n}"] = None if bar_dot_n is None else _lead_sum(bar_dot_n.sum(axis=-2), 2).reshape(d)
+            w_dot = None if params_dot is None else params_dot[f"w{n}"]
+            x_bar_dot = _add(x_bar_dot, mul(back, bar_dot_n, params[f"w{n}"]), mul(back, bar, w_dot))
+        params_bar_dot = {name: jnp.zeros_like(params[name], dtype=x.dtype) if value is None else value
+                          for name, value in bar_dot.items()}
+        return params_bar_dot, jnp.zeros_like(x) if x_bar_dot is None else x_bar_dot
 
     # ---- cost declaration (fma, one example (T, d_model), one tangent) ----------------------
     def jvp_cost(self, in_shape):

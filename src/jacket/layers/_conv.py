@@ -201,19 +201,46 @@ class _Conv(_Spatial):
         return lax.conv_general_dilated(y_bar, flipped, (1,) * self.nd, back, lhs_dilation=self.stride,
                                         dimension_numbers=self._specs())
 
-    def vjp(self, params, x, y, y_bar):
-        xb, yb = self._batched(x), self._batched(y_bar).astype(x.dtype)
+    def _w_bar(self, xb, yb):
+        """w_bar[o, c, j] = Σ_{b, p} y_bar[b, o, p] x[b, c, p·s + j - lo]: a correlation of x with
+        y_bar dilated by the stride, the batch axis contracted as the "feature" axis (specs
+        below), cropped behind (negative pad) to the entries the forward read. Both batched."""
         pads, out = self._geometry(xb.shape[2:])
-        # w_bar[o, c, j] = Σ_{b, p} y_bar[b, o, p] x[b, c, p·s + j - lo]: a correlation of x with
-        # y_bar dilated by the stride, the batch axis contracted as the "feature" axis (specs
-        # below), cropped behind (negative pad) to the entries the forward read.
         crop = tuple((lo, k + (m - 1) * s - n - lo)
                      for n, k, s, (lo, _), m in zip(xb.shape[2:], self.kernel, self.stride, pads, out))
-        params_bar = {"w": lax.conv_general_dilated(xb, yb, (1,) * self.nd, crop, rhs_dilation=self.stride,
-                                                    dimension_numbers=self._specs("CN", "IO", "CN"))}
+        return lax.conv_general_dilated(xb, yb, (1,) * self.nd, crop, rhs_dilation=self.stride,
+                                        dimension_numbers=self._specs("CN", "IO", "CN"))
+
+    def _b_bar(self, yb):
+        return yb.sum(axis=(0,) + tuple(range(2, 2 + self.nd)))
+
+    def vjp(self, params, x, y, y_bar):
+        xb, yb = self._batched(x), self._batched(y_bar).astype(x.dtype)
+        params_bar = {"w": self._w_bar(xb, yb)}
         if self.bias:
-            params_bar["b"] = yb.sum(axis=(0,) + tuple(range(2, 2 + self.nd)))
+            params_bar["b"] = self._b_bar(yb)
         return params_bar, self._like(self._x_bar(params["w"], xb.shape, yb), x)
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        # The vjp is bilinear: x_bar = convT(w, y_bar), w_bar = corr(x, y_bar), b_bar = Σ y_bar, so
+        # x_bar_dot = convT(w_dot, y_bar) + convT(w, y_bar_dot), w_bar_dot = corr(x_dot, y_bar)
+        # + corr(x, y_bar_dot), b_bar_dot = Σ y_bar_dot (y_dot unused). A None tangent drops its
+        # terms (a side left without terms is zeros); all three None: (None, None).
+        if x_dot is None and params_dot is None and y_bar_dot is None:
+            return None, None
+        xb, yb = self._batched(x), self._batched(y_bar).astype(x.dtype)
+        ybd = None if y_bar_dot is None else self._batched(y_bar_dot).astype(x.dtype)
+        x_terms = ([] if params_dot is None else [self._x_bar(params_dot["w"], xb.shape, yb)]) + \
+                  ([] if ybd is None else [self._x_bar(params["w"], xb.shape, ybd)])
+        w_terms = ([] if x_dot is None else [self._w_bar(self._batched(x_dot).astype(x.dtype), yb)]) + \
+                  ([] if ybd is None else [self._w_bar(xb, ybd)])
+        x_bar_dot = self._like(sum(x_terms[1:], x_terms[0]), x) if x_terms else jnp.zeros_like(x)
+        params_bar_dot = {"w": sum(w_terms[1:], w_terms[0]) if w_terms
+                          else jnp.zeros(params["w"].shape, x.dtype)}
+        if self.bias:
+            params_bar_dot["b"] = (jnp.zeros((self.out_channels,), x.dtype) if ybd is None
+                                   else self._b_bar(ybd))
+        return params_bar_dot, x_bar_dot
 
     def jacobian(self, params, x, y):
         return _by_sweeps(self, x, y, lambda e: self.jvp(params, x, y, e, None),
@@ -309,6 +336,10 @@ class AvgPool2D(_Pool2D):
         part = self._batched(y_bar).astype(x.dtype) / size(self.kernel)
         return {}, self._like(self._scatter([part] * size(self.kernel), self._batched(x).shape), x)
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        # the vjp is linear in y_bar and independent of x: x_bar_dot = vjp at y_bar_dot (0 if None)
+        return {}, jnp.zeros_like(x) if y_bar_dot is None else self.vjp(params, x, y, y_bar_dot)[1]
+
 
 class MaxPool2D(_Pool2D):
     """Maximum over each ``window`` (int or pair), moved by ``stride`` (default: the window;
@@ -342,6 +373,11 @@ class MaxPool2D(_Pool2D):
         choice, yb = self._best(self._batched(x))[1], self._batched(y_bar).astype(x.dtype)
         parts = [jnp.where(choice == k, yb, 0) for k in range(size(self.kernel))]
         return {}, self._like(self._scatter(parts, self._batched(x).shape), x)
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        # piecewise linear: the choice of maximum is locally constant (almost everywhere), so x_dot
+        # moves nothing and x_bar_dot = y_bar_dot scattered through the same choice (0 if None)
+        return {}, jnp.zeros_like(x) if y_bar_dot is None else self.vjp(params, x, y, y_bar_dot)[1]
 
     def jvp_cost(self, in_shape):
         return size(self.output_shape(in_shape))  # one selected entry per output

@@ -78,6 +78,32 @@ class Dense(Layer):
         x_bar = jax.lax.dot_general(y_bar, w, (((y_bar.ndim - 1,), (1,)), ((), ())))
         return params_bar, x_bar
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Tangent of the VJP. The VJP is bilinear, so by the product rule
+        ``x_bar_dot = ȳ̇ wᵀ + ȳ ẇᵀ`` (shape of x), ``w_bar_dot = ẋᵀ ȳ + xᵀ ȳ̇`` (in, out) and
+        ``b_bar_dot = Σ ȳ̇`` (out,), summed over the leading axes as ``vjp``. Any of ``x_dot``,
+        ``params_dot``, ``y_bar_dot`` may be ``None`` (zero); ``y_dot`` is not needed."""
+        n_in, n_out = self.in_features, self.out_features
+        rows = (((0,), (0,)), ((), ()))  # contract the flattened leading axes: aᵀ b
+
+        def times_transpose(a, m):  # a mᵀ over the last axis, as in vjp (no .T copy)
+            return jax.lax.dot_general(a, m, (((a.ndim - 1,), (1,)), ((), ())))
+        x_bar_dot, w_bar_dot = None, None
+        if y_bar_dot is not None:
+            x_bar_dot = times_transpose(y_bar_dot, params["w"])
+            w_bar_dot = jax.lax.dot_general(_flat(x, n_in), _flat(y_bar_dot, n_out), rows)
+        if params_dot is not None:
+            term = times_transpose(y_bar, params_dot["w"])
+            x_bar_dot = term if x_bar_dot is None else x_bar_dot + term
+        if x_dot is not None:
+            term = jax.lax.dot_general(_flat(x_dot, n_in), _flat(y_bar, n_out), rows)
+            w_bar_dot = term if w_bar_dot is None else w_bar_dot + term
+        params_bar_dot = {"w": jnp.zeros_like(params["w"]) if w_bar_dot is None else w_bar_dot}
+        if self.bias:
+            params_bar_dot["b"] = jnp.zeros_like(params["b"]) if y_bar_dot is None else \
+                _flat(y_bar_dot, n_out).sum(axis=0)
+        return params_bar_dot, jnp.zeros_like(x) if x_bar_dot is None else x_bar_dot
+
     def jacobian(self, params, x, y):
         if x.ndim == 1:
             return Matrix.transpose_of(params["w"])

@@ -61,6 +61,13 @@ class PositionEmbedding(Layer):
         table_bar = y_bar.reshape((-1, self.length, self.features)).sum(axis=0)
         return {"table": table_bar}, y_bar
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Linear in (x, P): the VJP does not move with them, so ``(table_bar_dot, x_bar_dot) =
+        vjp(ȳ̇)``: ``table_bar_dot`` (length, features) summed over the batch, ``x_bar_dot`` like x."""
+        if y_bar_dot is None:
+            return {"table": jnp.zeros_like(params["table"])}, jnp.zeros_like(x)
+        return self.vjp(params, x, y, y_bar_dot)
+
     def jacobian(self, params, x, y):
         return Diagonal(jnp.ones((x.size,), y.dtype))
 

@@ -70,6 +70,40 @@ class LayerNorm(Layer):
                       "offset": y_bar.reshape(-1, n).sum(axis=0)}
         return params_bar, x_bar
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Tangent of the VJP (shapes as ``vjp``), by the product rule on
+        ``x_bar = r (g - mean(g) - x̂ mean(g x̂))``, ``g = ȳ ⊙ scale``, with
+        ``ġ = ȳ̇ ⊙ scale + ȳ ⊙ scale_dot``, ``x̂_dot`` as in ``jvp`` and ``ṙ = -r² mean(x̂ ẋ)``
+        (``r = (var + eps)^{-1/2}``, ``var_dot = 2 mean(x̂ ẋ) / r``); then
+        ``scale_bar_dot = Σ (ȳ̇ x̂ + ȳ x̂_dot)``, ``offset_bar_dot = Σ ȳ̇``. Tangents may be ``None``."""
+        n = self.features
+        x_hat, r = self._normalise(x)
+
+        def mean(a):
+            return a.mean(axis=-1, keepdims=True)
+
+        def total(a):  # summed over the leading axes, as the parameter cotangents
+            return a.reshape(-1, n).sum(axis=0)
+        g = y_bar * params["scale"]
+        g_dot = None if y_bar_dot is None else y_bar_dot * params["scale"]
+        if params_dot is not None:
+            term = y_bar * params_dot["scale"]
+            g_dot = term if g_dot is None else g_dot + term
+        x_bar_dot = jnp.zeros_like(x)
+        if g_dot is not None:  # the bracket's tangent through g alone
+            x_bar_dot = r * (g_dot - mean(g_dot) - x_hat * mean(g_dot * x_hat))
+        scale_bar_dot = jnp.zeros_like(params["scale"]) if y_bar_dot is None else total(y_bar_dot * x_hat)
+        if x_dot is not None:
+            m = mean(x_hat * x_dot)
+            x_hat_dot = r * (x_dot - mean(x_dot) - x_hat * m)
+            x_bar = r * (g - mean(g) - x_hat * mean(g * x_hat))
+            # ṙ/r · x_bar, then the bracket's tangent through x̂
+            x_bar_dot = x_bar_dot - r * m * x_bar \
+                - r * (x_hat_dot * mean(g * x_hat) + x_hat * mean(g * x_hat_dot))
+            scale_bar_dot = scale_bar_dot + total(y_bar * x_hat_dot)
+        offset_bar_dot = jnp.zeros_like(params["offset"]) if y_bar_dot is None else total(y_bar_dot)
+        return {"scale": scale_bar_dot, "offset": offset_bar_dot}, x_bar_dot
+
     def jacobian(self, params, x, y):
         n = self.features
         x_hat, r = self._normalise(x.reshape(-1, n))  # one row per position

@@ -62,6 +62,10 @@ class Reshape(Layer):
     def vjp(self, params, x, y, y_bar):
         return {}, y_bar.reshape(x.shape)
 
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot=None, y_dot=None, y_bar_dot=None):
+        """Linear in x: the VJP does not move with x, so ``x_bar_dot = vjp(ȳ̇)`` (shape of x)."""
+        return {}, jnp.zeros_like(x) if y_bar_dot is None else y_bar_dot.reshape(x.shape)
+
     def jacobian(self, params, x, y):
         return Diagonal(jnp.ones((x.size,), x.dtype))
 

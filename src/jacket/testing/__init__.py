@@ -20,10 +20,18 @@ vjp                    ``jax.vjp`` of ``apply``: x_bar, each leaf of params_bar 
 transpose              the layer's own jvp: ⟨ȳ, J ẋ⟩ = ⟨Jᵀȳ, ẋ⟩, for x and each params leaf
 jacobian               ``jax.jacfwd`` at one example; ``jacobian_structure(in_shape)``
 finite-differences     central differences of ``apply`` in float64, no autodiff at all
+vjp_jvp                (only for a layer with ``has_second_order``) the tangent of ``jax.vjp``
+                       of ``apply``: ``jax.jvp(lambda p, x, ȳ: jax.vjp(apply, p, x)[1](ȳ))``,
+                       along x_dot, params_dot, y_bar_dot alone, then all three together
+finite-differences     central differences of the layer's own ``vjp`` along (params_dot,
+vjp_jvp                x_dot) plus its ``vjp(y_bar_dot)``, in float64
 =====================  ================================================================
 
+A layer without a second-order rule gets a note in the report ("no second-order rule"), not a
+failure.
+
 If JAX cannot differentiate ``apply`` (it calls numpy, or ``jax.pure_callback``), finite
-differences become the reference for jvp, vjp and jacobian, and the report says so.
+differences become the reference for jvp, vjp, jacobian and vjp_jvp, and the report says so.
 Parameters come from ``layer.init(key)``, with each constant leaf (a scale of ones, an offset
 of zeros) spread around its value, since at scale 1 and offset 0 a rule that drops those terms
 would pass. Inputs are standard normal: a ReLU-like kink at 0 is almost never within the
@@ -55,7 +63,7 @@ __all__ = ["check_layer", "check_chain", "layer_test", "parametrize_layers", "Re
 
 def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=None, atol=None,
                 rtol=None, batch=True) -> Report:
-    """Check ``layer``'s jvp, vjp and jacobian rules (module docstring) at ``params`` (default
+    """Check ``layer``'s jvp, vjp and jacobian rules, and vjp_jvp if it has one (module docstring) at ``params`` (default
     ``layer.init(key)``) and ``x`` (default: random, one example and, unless ``batch=False`` for a
     layer written for one example only, a batch). Returns the
     :class:`Report`, or raises :class:`RuleError` naming the layer, rule, argument, case and worst element."""

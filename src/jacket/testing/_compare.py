@@ -8,8 +8,8 @@ import jax
 import numpy as np
 
 from ._cases import _normal, _put
-from ._compiled import _attempt, _references, _references_one_by_one, _rules, _rules_one_by_one
-from ._finite import _fd_pullback, _finite_difference
+from ._compiled import _attempt, _pullbacks, _references, _references_one_by_one, _rules, _rules_one_by_one
+from ._finite import _fd_from_pullbacks, _fd_points, _fd_pullback, _finite_difference
 from ._report import Row
 
 
@@ -67,6 +67,8 @@ class _Draw(NamedTuple):
     directions: list   # (argument, x_dot or None, params_dot or None)
     x_dots: object     # the directions stacked, zeros for None, for one vmapped jax.jvp
     params_dots: object
+    second: list = []  # (argument, x_dot, params_dot, y_bar_dot) for vjp_jvp; empty without the rule
+    second_dots: object = None  # their (x_dots, params_dots, y_bar_dots) stacked, zeros for None
 
 
 def _draw(s, params, x, rng, per_leaf):
@@ -87,9 +89,26 @@ def _draw(s, params, x, rng, per_leaf):
         directions.append(("x and params", x_dot, params_dot(everything)))
     x_dots = _put(np.stack([np.zeros(x.shape, x.dtype) if x_d is None else np.asarray(x_d)
                             for _, x_d, _ in directions]))
-    params_dots = jax.tree_util.tree_map(lambda *leaves: _put(np.stack([np.asarray(a) for a in leaves])),
-                                         *[params_dot([]) if p_d is None else p_d for _, _, p_d in directions])
-    return _Draw(x_dot, y_bar, paths, leaf_dots, groups, directions, x_dots, params_dots)
+    params_dots = _stacked([params_dot([]) if p_d is None else p_d for _, _, p_d in directions])
+    if not s.second_order:  # nothing drawn: the random stream of the other checks is unchanged
+        return _Draw(x_dot, y_bar, paths, leaf_dots, groups, directions, x_dots, params_dots)
+    # vjp_jvp along x_dot alone (params_dot, y_bar_dot None: the symbolic-zero paths), then all
+    # three together (every term); more directions would cost compile time and catch little more
+    y_bar_dot, all_params = _normal(rng, y_bar), params_dot(everything)
+    second = [("x_dot", x_dot, None, None),
+              ("x_dot, params_dot, y_bar_dot" if paths else "x_dot, y_bar_dot", x_dot,
+               all_params if paths else None, y_bar_dot)]
+    second_dots = (_put(np.stack([np.zeros(x.shape, x.dtype) if x_d is None else np.asarray(x_d)
+                                  for _, x_d, _, _ in second])),
+                   _stacked([params_dot([]) if p_d is None else p_d for _, _, p_d, _ in second]),
+                   _put(np.stack([np.zeros(y_bar.shape, y_bar.dtype) if yb_d is None else np.asarray(yb_d)
+                                  for _, _, _, yb_d in second])))
+    return _Draw(x_dot, y_bar, paths, leaf_dots, groups, directions, x_dots, params_dots, second, second_dots)
+
+
+def _stacked(trees):
+    """Trees of one structure stacked leaf by leaf along a new leading axis (numpy, then one transfer)."""
+    return jax.tree_util.tree_map(lambda *leaves: _put(np.stack([np.asarray(a) for a in leaves])), *trees)
 
 
 def _check_cases(s, params, cases, rng, tols, report, per_leaf=True):
@@ -98,15 +117,36 @@ def _check_cases(s, params, cases, rng, tols, report, per_leaf=True):
     # the Jacobian is defined for one example: take the unbatched case, else example 0 of the batch
     jac = next((i for i, (_, x) in enumerate(cases) if tuple(x.shape) == s.in_shape), 0) if s.jacobian else None
     draws = [_draw(s, params, x, rng, per_leaf) for _, x in cases]
-    rule_inputs = tuple((x, d.y_bar, tuple((x_d, p_d) for _, x_d, p_d in d.directions))
-                        for (_, x), d in zip(cases, draws))
+    # vjp_jvp's finite differences: the vjp at shifted points in float64, inside the rules' own
+    # program for a float64 check, else in one float64 program for all cases
+    fd = [_fd_points(params, x, d.y_bar, [t[1:] for t in d.second]) if d.second else None
+          for (_, x), d in zip(cases, draws)]
+    in_program = all(np.dtype(x.dtype) == np.float64 for _, x in cases)
+    rule_inputs = tuple((x, d.y_bar, tuple((x_d, p_d) for _, x_d, p_d in d.directions),
+                         tuple((x_d, p_d, yb_d) for _, x_d, p_d, yb_d in d.second),
+                         f[0] if in_program and f is not None else None)
+                        for (_, x), d, f in zip(cases, draws, fd))
     own = _attempt(_rules, s, params, rule_inputs, jac)
     if isinstance(own, Exception):
         own = [_rules_one_by_one(s, params, *inputs, i == jac) for i, inputs in enumerate(rule_inputs)]
-    ref_inputs = tuple((x, d.y_bar, d.x_dots, d.params_dots) for (_, x), d in zip(cases, draws))
+    ref_inputs = tuple((x, d.y_bar, d.x_dots, d.params_dots, d.second_dots) for (_, x), d in zip(cases, draws))
     refs = _attempt(_references, s, params, ref_inputs, jac)
     if isinstance(refs, Exception):
         refs = [_references_one_by_one(s, params, *inputs, i == jac) for i, inputs in enumerate(ref_inputs)]
+    # A float32 check computes vjp_jvp's finite differences (a float64 program of their own) only
+    # where JAX cannot differentiate apply: beside a working reference they would add a compile
+    # and little else (the float64 check runs them inside its rules' program).
+    missing = [i for i, f in enumerate(fd) if f is not None and "fd_pullbacks" not in own[i]
+               and isinstance(refs[i].get("vjp_jvp"), Exception)]
+    if missing:
+        pulled = _attempt(_pullbacks, s, [fd[i][0] for i in missing])
+        for k, i in enumerate(missing):
+            own[i]["fd_pullbacks"] = pulled if isinstance(pulled, Exception) else pulled[k]
+    for own_i, f in zip(own, fd):
+        if f is not None:
+            pulled = own_i.pop("fd_pullbacks", None)
+            own_i["fd_vjp_jvp"] = None if pulled is None else pulled if isinstance(pulled, Exception) else \
+                _attempt(_fd_from_pullbacks, pulled, f[1])
     for i, ((case, x), draw, own_i, refs_i) in enumerate(zip(cases, draws, own, refs)):
         _compare_case(s, params, case, x, draw, own_i, refs_i, tols, report, i == jac)
 
@@ -160,24 +200,71 @@ def _compare_case(s, params, case, x, draw, own, refs, tols, report, jacobian):
         for (arg, got, v), ref in zip(paired, fd):
             add("finite-differences vjp", arg, "finite differences",
                 _compare_inner(got, v, y_bar, ref, *fd_tols, ("⟨vjp(ȳ), ẋ⟩", "⟨ȳ, finite difference⟩")))
+    if s.second_order:
+        _check_second_order(s, params, x, draw, own, refs, tols, add, fall_back)
+    elif not any(n.startswith(f"{s.name}: no second-order rule") for n in report.notes):
+        report.notes.append(f"{s.name}: no second-order rule (vjp_jvp), not checked")
     if jacobian:
         label = case if tuple(x.shape) == s.in_shape else f"example 0 of {case}"
         _check_jacobian(s, params, s.one_example(x), own["jacobian"], refs["jacobian"], tols,
                         lambda *row: add(*row, label=label))
 
 
-def _unpack_vjp(own_vjp, treedef, n_leaves, add):
-    """``(x_bar, [leaf_bar, …])`` from what the vjp rule returned; a wrong structure is a failed row."""
+def _unpack_vjp(own_vjp, treedef, n_leaves, add, rule="vjp", names=("params_bar", "x_bar"), argument="params"):
+    """``(x_bar, [leaf_bar, …])`` from what the vjp rule (or ``rule``, returning ``names``) returned;
+    a wrong structure is a failed row."""
     if not isinstance(own_vjp, Exception) and not (isinstance(own_vjp, tuple) and len(own_vjp) == 2):
-        own_vjp = _Mismatch(f"vjp must return (params_bar, x_bar), got {type(own_vjp).__name__}")
+        own_vjp = _Mismatch(f"{rule} must return ({', '.join(names)}), got {type(own_vjp).__name__}")
     if isinstance(own_vjp, Exception):
         return own_vjp, [own_vjp] * n_leaves
     (params_bar, pb_def), x_bar = jax.tree_util.tree_flatten(own_vjp[0]), own_vjp[1]
     if pb_def != treedef and (params_bar or n_leaves):
-        wrong = _Mismatch(f"params_bar has structure {pb_def}, params has {treedef}")
-        add("vjp", "params", "structure of params", (np.inf, 0.0, str(wrong)))
+        wrong = _Mismatch(f"{names[0]} has structure {pb_def}, params has {treedef}")
+        add(rule, argument, "structure of params", (np.inf, 0.0, str(wrong)))
         return x_bar, [wrong] * n_leaves
     return x_bar, params_bar
+
+
+def _check_second_order(s, params, x, draw, own, refs, tols, add, fall_back):
+    """vjp_jvp along each direction of ``draw.second``: ``x_bar_dot`` and every leaf of
+    ``params_bar_dot`` against the tangent of ``jax.vjp`` of apply (forward over reverse), and
+    against central finite differences of the layer's own vjp (the reference when JAX cannot
+    differentiate apply). Arguments read ``x, along x_dot``: the cotangent of x, its tangent along x_dot."""
+    ad, fd_tols = tols
+    treedef = jax.tree_util.tree_structure(params)
+    fd = own["fd_vjp_jvp"]
+    ref, name, ref_tols = refs["vjp_jvp"], "jax.jvp of jax.vjp", ad
+    if isinstance(ref, Exception):
+        fall_back("vjp_jvp", ref)
+        ref, name, ref_tols = fd, "finite differences", fd_tols
+    else:  # stacked: one entry per direction
+        ref = [jax.tree_util.tree_map(lambda a, k=k: np.asarray(a)[k], ref) for k in range(len(draw.second))]
+    for k, (direction, *_) in enumerate(draw.second):
+        got_x, got_leaves = _unpack_vjp(own["vjp_jvp"][k], treedef, len(draw.paths), add, "vjp_jvp",
+                                        ("params_bar_dot", "x_bar_dot"), f"params, along {direction}")
+        got = [got_x] + got_leaves
+        rows = [(name, ref_tols, "vjp_jvp", ref)]
+        if name != "finite differences" and fd is not None:  # None: not computed (a float32 check)
+            rows.append(("finite differences", fd_tols, "finite-differences vjp_jvp", fd))
+        for ref_name, (rtol, atol), rule, expected in rows:
+            expected = expected if isinstance(expected, Exception) else expected[k]
+            for i, arg in enumerate(["x"] + draw.paths):
+                want = expected if isinstance(expected, Exception) else \
+                    (expected[1] if i == 0 else _leaf(expected[0], i - 1))
+                add(rule, f"{arg}, along {direction}", ref_name,
+                    _compare_or_fail(got[i], want, rtol, atol))
+
+
+def _leaf(tree, i):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return leaves[i] if i < len(leaves) else _Mismatch(f"the reference has {len(leaves)} params leaves")
+
+
+def _compare_or_fail(got, expected, rtol, atol):
+    """:func:`_compare`, or a failed comparison when the reference itself could not be computed."""
+    if isinstance(expected, Exception):
+        return np.inf, atol, f"no reference: {_why(expected)}"
+    return _compare(got, expected, rtol, atol)
 
 
 def _check_jacobian(s, params, x, got, ref, tols, add):

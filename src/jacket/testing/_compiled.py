@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Layer
-from ..core._tangents import call_jvp, call_vjp
+from ..core._tangents import call_jvp, call_vjp, call_vjp_jvp
 
 
 class _Subject:
@@ -16,7 +16,8 @@ class _Subject:
     ``name``, for inputs of ``in_shape`` (one example; a batch has one more leading axis). Equal
     and hashed by ``rules`` and ``in_shape``, so that the compiled helpers below are compiled once
     per layer (by value: equal layers share them) and shapes. A layer's rules are called as the
-    engine calls them (``call_jvp`` / ``call_vjp``: zeros for absent tangents, primal dtypes)."""
+    engine calls them (``call_jvp`` / ``call_vjp`` / ``call_vjp_jvp``: zeros for absent tangents,
+    primal dtypes). ``second_order``: whether it has the second-order rule ``vjp_jvp``."""
 
     def __init__(self, name, rules, in_shape):
         self.name, self.rules, self.in_shape = name, rules, tuple(in_shape)
@@ -24,8 +25,10 @@ class _Subject:
         if isinstance(rules, Layer):
             self.jvp = lambda params, x, y, x_dot, params_dot: call_jvp(rules, params, x, y, x_dot, params_dot)
             self.vjp = lambda params, x, y, y_bar: call_vjp(rules, params, x, y, y_bar)
+            self.vjp_jvp = lambda *args: call_vjp_jvp(rules, *args)
         else:
-            self.jvp, self.vjp = rules.jvp, rules.vjp
+            self.jvp, self.vjp, self.vjp_jvp = rules.jvp, rules.vjp, getattr(rules, "vjp_jvp", None)
+        self.second_order = bool(getattr(rules, "has_second_order", False)) and self.vjp_jvp is not None
         self.jacobian = rules._jacobian_rule if isinstance(rules, Layer) else getattr(rules, "jacobian", None)
         self.structure = getattr(rules, "jacobian_structure", None)
 
@@ -56,6 +59,13 @@ class _ChainRules:
     def vjp(self, params, x, y, y_bar):
         return self.chain.vjp(params, x)[1](y_bar)
 
+    @property
+    def has_second_order(self):
+        return bool(getattr(self.chain, "has_second_order", False))
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        return call_vjp_jvp(self.chain, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot)
+
 
 def _attempt(fn, *args):
     """``fn(*args)``, or the exception it raised: a broken rule is a failed row, not a crash."""
@@ -66,11 +76,20 @@ def _attempt(fn, *args):
 
 
 # ---- the rules and their references, each set in one compiled call ------------------------
-def _rules_body(s, params, x, y_bar, directions, jacobian):
+def _rules_body(s, params, x, y_bar, directions, second, fd_points, jacobian):
     """The rules under test: jvp along each ``(x_dot, params_dot)`` of ``directions``, the vjp of
-    ``y_bar``, and with ``jacobian`` the Jacobian at one example (as returned, and dense)."""
+    ``y_bar``, vjp_jvp along each ``(x_dot, params_dot, y_bar_dot)`` of ``second`` (empty for a
+    layer without the rule), the vjp at the stacked ``fd_points`` of its finite differences (a
+    float64 check: they need no program of their own), and with ``jacobian`` the Jacobian at one
+    example (as returned, and dense)."""
     y = s.apply(params, x)
     out = {"jvp": [s.jvp(params, x, y, x_d, p_d) for x_d, p_d in directions], "vjp": s.vjp(params, x, y, y_bar)}
+    if second:  # along x_dot, then everything: y_dot reused from the jvp along directions[0], [-1]
+        y_dots = [out["jvp"][0], out["jvp"][-1]]
+        out["vjp_jvp"] = [s.vjp_jvp(params, x, y, y_bar, x_d, p_d, y_d, yb_d)
+                          for (x_d, p_d, yb_d), y_d in zip(second, y_dots)]
+    if fd_points is not None:
+        out["fd_pullbacks"] = _vmapped_vjp(s, *fd_points)
     if jacobian:
         out["jacobian"] = _jacobian_body(s, params, x)
     return out
@@ -92,17 +111,38 @@ def _jax_vjp(s, params, x, y_bar):
     return jax.vjp(s.apply, params, x)[1](y_bar)
 
 
+def _jax_vjp_jvps(s, params, x, y_bar, second):
+    """``jax.vjp`` of apply at ``y_bar`` and its tangent (forward over reverse, never the
+    hand-written vjp) along stacked directions ``second = (x_dots, params_dots, y_bar_dots)``:
+    ``((params_bar, x_bar), (params_bar_dots, x_bar_dots))``, the tangents with a leading axis,
+    one entry per direction."""
+    def pull(p, xx, yb):
+        return jax.vjp(s.apply, p, xx)[1](yb)
+    primal, tangents = jax.vmap(lambda x_d, p_d, yb_d: jax.jvp(pull, (params, x, y_bar), (p_d, x_d, yb_d)),
+                                out_axes=(None, 0))(*second)
+    return primal, tangents
+
+
 def _jax_jacobian(s, params, x):
     x1 = s.one_example(x)
     return jax.jacfwd(lambda v: s.apply(params, v))(x1).reshape(-1, x1.size)  # (size out, size in)
 
 
-def _references_body(s, params, x, y_bar, x_dots, params_dots, jacobian):
+def _references_body(s, params, x, y_bar, x_dots, params_dots, second, jacobian):
     """The same quantities by JAX autodiff of ``apply``."""
-    out = {"jvp": _jax_jvps(s, params, x, x_dots, params_dots), "vjp": _jax_vjp(s, params, x, y_bar)}
+    out = {"jvp": _jax_jvps(s, params, x, x_dots, params_dots)}
+    if second is None:
+        out["vjp"] = _jax_vjp(s, params, x, y_bar)
+    else:  # the vjp is the primal of its tangent: one program for both
+        out["vjp"], out["vjp_jvp"] = _jax_vjp_jvps(s, params, x, y_bar, second)
     if jacobian:
         out["jacobian"] = _jax_jacobian(s, params, x)
     return out
+
+
+def _vmapped_vjp(s, params, x, y_bar):
+    """The hand-written vjp at stacked points (a leading axis on every argument)."""
+    return jax.vmap(lambda p, xx, yb: s.vjp(p, xx, s.apply(p, xx), yb))(params, x, y_bar)
 
 
 def _jit(fn, static_argnums):
@@ -121,6 +161,8 @@ _rules = _jit(lambda s, params, inputs, jac: [_rules_body(s, params, *case, i ==
 _references = _jit(lambda s, params, inputs, jac: [_references_body(s, params, *case, i == jac)
                                                    for i, case in enumerate(inputs)], (0, 3))
 _apply_jit = _jit(lambda s, p, x: s.apply(p, x), 0)
+# the hand-written vjp at the stacked points of each case: the finite differences of vjp_jvp
+_pullbacks_jit = _jit(lambda s, points: [_vmapped_vjp(s, *pt) for pt in points], 0)
 _tape_jit = _jit(lambda chain, p, x: chain.forward(p, x)[1], 0)
 
 
@@ -131,6 +173,24 @@ def _apply(s, params, x):
         return s.apply(params, x)
 
 
+def _pullbacks(s, points):
+    """``s.vjp`` at the stacked points ``(params, x, y_bar)`` of every case, in float64, in one
+    compiled call; point by point and eagerly where that fails (a rule that does not vmap)."""
+    with jax.enable_x64(True):
+        try:
+            return _pullbacks_jit(s, points)
+        except Exception:  # noqa: BLE001 - as in _apply
+            return [_attempt(_vjp_point_by_point, s, *pt) for pt in points]
+
+
+def _vjp_point_by_point(s, params, x, y_bar):
+    outs = []
+    for k in range(x.shape[0]):
+        p_k = jax.tree_util.tree_map(lambda a: a[k], params)
+        outs.append(s.vjp(p_k, x[k], s.apply(p_k, x[k]), y_bar[k]))
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outs)
+
+
 def _tape(chain, params, x):
     try:
         return _tape_jit(chain, params, x)
@@ -138,20 +198,26 @@ def _tape(chain, params, x):
         return chain.forward(params, x)[1]
 
 
-def _rules_one_by_one(s, params, x, y_bar, directions, jacobian):
+def _rules_one_by_one(s, params, x, y_bar, directions, second, fd_points, jacobian):
     """After the compiled call failed: each rule alone and eagerly, so the report names the one that raises."""
     y = s.apply(params, x)
     out = {"jvp": [_attempt(s.jvp, params, x, y, x_d, p_d) for x_d, p_d in directions],
            "vjp": _attempt(s.vjp, params, x, y, y_bar)}
+    if second:
+        out["vjp_jvp"] = [_attempt(s.vjp_jvp, params, x, y, y_bar, x_d, p_d, None, yb_d) for x_d, p_d, yb_d in second]
+        # (y_dot=None: recomputed by call_vjp_jvp, as the jvp above may have raised)
     if jacobian:
         out["jacobian"] = _attempt(_jacobian_body, s, params, x)
     return out
 
 
-def _references_one_by_one(s, params, x, y_bar, x_dots, params_dots, jacobian):
+def _references_one_by_one(s, params, x, y_bar, x_dots, params_dots, second, jacobian):
     """After the compiled call failed: each reference alone (JAX may do jvp but not vjp)."""
     out = {"jvp": _attempt(_jax_jvps, s, params, x, x_dots, params_dots),
            "vjp": _attempt(_jax_vjp, s, params, x, y_bar)}
+    if second is not None:
+        both = _attempt(_jax_vjp_jvps, s, params, x, y_bar, second)
+        out["vjp_jvp"] = both if isinstance(both, Exception) else both[1]
     if jacobian:
         out["jacobian"] = _attempt(_jax_jacobian, s, params, x)
     return out
