@@ -11,7 +11,8 @@ their product rule), ``planning`` (plan nodes, cost model, orders, the DP), ``ex
 (the built-ins by name), ``cli`` (the ``jacket`` command).
 """
 from . import operators, registry, testing
-from .compose import Chain, Parallel, Residual, mlp, ntk, per_example_grads, value_and_grad
+from .compose import (Chain, Parallel, Residual, ggn_vp, hessian, hvp, mlp, ntk, per_example_grads,
+                      value_and_grad)
 from .core import Elementwise, Layer
 from .execute import data_parallel, make_mesh, sharding
 from .interop import to_jax
@@ -26,6 +27,6 @@ __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
     "SoftmaxCrossEntropy", "Flatten", "Reshape", "Conv1D", "Conv2D", "AvgPool2D", "MaxPool2D",
-    "MultiHeadSelfAttention", "PositionEmbedding", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "per_example_grads", "ntk", "Plan", "operators", "sharding",
+    "MultiHeadSelfAttention", "PositionEmbedding", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "per_example_grads", "ntk", "hvp", "ggn_vp", "hessian", "Plan", "operators", "sharding",
     "make_mesh", "data_parallel", "to_jax", "testing", "registry",
 ]

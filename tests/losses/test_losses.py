@@ -62,6 +62,8 @@ def compare(loss, pred, target, pred_dot):
         "grad": grad, "2.5_grad": 2.5 * grad,
         "jvp": loss.jvp(pred, target, value, pred_dot),
         "jvp_ref": jax.jvp(lambda p: loss.apply(p, target), (pred,), (pred_dot,))[1],
+        "hvp": loss.hvp(pred, target, pred_dot),
+        "hvp_ref": jax.jvp(jax.grad(lambda p: loss.apply(p, target)), (pred,), (pred_dot,))[1],
     }
 
 
@@ -102,6 +104,54 @@ def test_vjp_matches_grad(loss_id, dt, batch):
 def test_jvp_matches_jax(loss_id, dt, batch):
     r = case(loss_id, dt, batch)[-1]
     assert_close(r["jvp"], r["jvp_ref"], dt)
+
+
+@over_losses
+@over_dtypes
+@over_batches
+def test_hvp_matches_jvp_of_grad(loss_id, dt, batch):
+    """The second-order rule: H_loss · pred_dot against ``jax.jvp(jax.grad(apply))``."""
+    pred, _, r = case(loss_id, dt, batch)
+    assert r["hvp"].shape == pred.shape and r["hvp"].dtype == dt.dtype
+    assert_close(r["hvp"], r["hvp_ref"], dt)
+
+
+@over_losses
+def test_hvp_over_a_sequence_and_its_hessian_is_symmetric(loss_id):
+    """(batch, T, classes) predictions: the reductions over every position, in float64; and
+    ⟨u, H v⟩ = ⟨H u, v⟩."""
+    rng = np.random.default_rng(7)
+    loss = MAKE[loss_id]
+    shape = (2, 3, CLASSES)
+    pred, target = normal(rng, shape, jnp.float64), draw_target(loss, rng, shape, jnp.float64)
+    u, v = normal(rng, shape, jnp.float64), normal(rng, shape, jnp.float64)
+
+    @jax.jit
+    def run(pred, target, u, v):
+        ref = jax.jvp(jax.grad(lambda p: loss.apply(p, target)), (pred,), (v,))[1]
+        return loss.hvp(pred, target, u), loss.hvp(pred, target, v), ref
+    hu, hv, ref = run(pred, target, u, v)
+    assert_close(hv, ref, FLOAT64)
+    np.testing.assert_allclose(jnp.vdot(u, hv), jnp.vdot(hu, v), rtol=1e-12)
+
+
+def test_a_loss_without_hvp_names_itself():
+    class Plain(jacket.Loss):
+        def apply(self, pred, target):
+            return (pred * target).sum()
+
+        def vjp(self, pred, target, value, value_bar=1.0):
+            return value_bar * target
+
+    with pytest.raises(NotImplementedError, match=r"Plain\(\) has no second-order rule: define Plain.hvp"):
+        Plain().hvp(jnp.ones(3), jnp.ones(3), jnp.ones(3))
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=repr)
+def test_hvp_rejects_a_tangent_of_another_shape(loss):
+    target = jnp.zeros((4,), jnp.int32) if isinstance(loss, jacket.SoftmaxCrossEntropy) else jnp.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"pred_dot has shape \(12,\) but must have the shape of pred"):
+        loss.hvp(jnp.zeros((4, 3)), target, jnp.ones(12))
 
 
 @over_batches

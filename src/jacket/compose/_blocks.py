@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from ..core import Layer
 from ..operators import Structure, add, concatenate, plus_identity
-from ._chain import Chain
+from ._chain import Chain, require_second_order
 
 __all__ = ["Block", "Residual", "Parallel"]
 
@@ -110,6 +110,30 @@ class Block(Layer):
             params_bar.append(p_bar)
             x_bar = c_x_bar if x_bar is None else x_bar + c_x_bar
         return self._from_per_chain(params_bar), x_bar
+
+    @property
+    def has_second_order(self) -> bool:
+        """Whether every layer of every child has a second-order rule (``vjp_jvp``)."""
+        return all(c.has_second_order for c in self.chains)
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        """The tangent of :meth:`vjp` along ``(params_dot, x_dot)`` and ``y_bar_dot``: each child's
+        forward-over-reverse pass over the split ``(y_bar, y_bar_dot)``, the ``x_bar_dot`` summed
+        (the skip connection adds ``y_bar_dot``). ``(params_bar_dot, x_bar_dot)``, shapes of params, x."""
+        require_second_order(self, type(self).__name__)
+        chains = self._for(x)
+        y_bars, _ = self._split(y_bar, chains)
+        y_bar_dots, x_bar_dot = (([None] * len(chains), None) if y_bar_dot is None
+                                 else self._split(y_bar_dot, chains))
+        per_dot = (None,) * len(chains) if params_dot is None else self._per_chain(params_dot)
+        params_bar_dot = []
+        for c, p, p_dot, c_bar, c_bar_dot in zip(chains, self._per_chain(params), per_dot, y_bars, y_bar_dots):
+            tape, dots = c.record_tangents(p, x, x_dot, p_dot)
+            _, _, p_bar_dot, c_x_bar_dot = c.pull_tangents(p, tape, dots, p_dot, c_bar, c_bar_dot)
+            params_bar_dot.append(p_bar_dot)
+            x_bar_dot = c_x_bar_dot if x_bar_dot is None else x_bar_dot if c_x_bar_dot is None \
+                else x_bar_dot + c_x_bar_dot
+        return self._from_per_chain(params_bar_dot), x_bar_dot
 
     def jacobian(self, params, x, y):
         return self._jacobian_rule(params, x, y)

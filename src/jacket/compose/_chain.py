@@ -4,6 +4,10 @@ Forward accumulation pushes a tangent from input to output through the JVP rules
 accumulation pulls a cotangent from output to input through the VJP rules, over the activations
 x_0 … x_N remembered by a forward pass (the tape). Every rule is called through
 ``core/_tangents.py``, which handles absent tangents and dtypes for all layers alike.
+
+The second-order rule ``vjp_jvp`` composes the same way: a forward pass with tangents records
+``(x_i, x_dot_i)`` for every layer, then a backward loop carries ``(y_bar, y_bar_dot)`` through each
+layer's ``vjp`` and ``vjp_jvp`` (forward-over-reverse, ``compose/_curvature.py``).
 """
 from __future__ import annotations
 
@@ -15,9 +19,36 @@ import jax.numpy as jnp
 from ..core import Layer, as_shape, size
 from ..core._checks import check_input, check_like, check_params
 from ..core._shapes import describe_shape
-from ..core._tangents import call_jvp, call_vjp, cast_like, is_absent
+from ..core._tangents import call_jvp, call_vjp, call_vjp_jvp, cast_like, is_absent, zeros_like_tree
 
 __all__ = ["Chain"]
+
+
+# ---- second-order rules: where one is missing --------------------------------------------------
+def missing_second_order(layer, prefix=""):
+    """The path to the first layer without a second-order rule, such as
+    ``"layer 2 → Residual → layer 1 (MyLayer())"``, or ``None`` when every layer has one."""
+    if isinstance(layer, Chain):
+        for i, inner in enumerate(layer.layers, 1):
+            found = missing_second_order(inner, f"{prefix}layer {i}")
+            if found is not None:
+                return found
+        return None
+    if hasattr(layer, "named_chains"):  # a block: its children, by name
+        for name, chain in layer.named_chains():
+            found = missing_second_order(chain, f"{prefix} → {name} → " if prefix else f"{name} → ")
+            if found is not None:
+                return found
+        return None
+    return None if layer.has_second_order else f"{prefix} ({layer!r})" if prefix else repr(layer)
+
+
+def require_second_order(layer, where):
+    """A clear NotImplementedError naming the path to a layer without ``vjp_jvp``."""
+    path = missing_second_order(layer)
+    if path is not None:
+        raise NotImplementedError(f"{where}: {path} has no second-order rule (vjp_jvp); Hessian-vector "
+                                  f"products need one for every layer (jacket.ggn_vp does not)")
 
 
 def _bind(layers, in_shape):
@@ -140,6 +171,20 @@ class Chain(Layer):
     def _jacobian_rule(self, params, x, y, plans=()):
         from ..execute import jacobian_operator
         return jacobian_operator(self, plans[0] if plans else self.plan("optimal"), params, x)
+
+    @property
+    def has_second_order(self) -> bool:
+        """Whether every layer has a second-order rule (``vjp_jvp``)."""
+        return all(layer.has_second_order for layer in self._layers)
+
+    def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
+        """The second-order rule of a chain used as a layer: ``(params_bar_dot, x_bar_dot)``, the
+        tangent of ``(params_bar, x_bar) = vjp(params, x, y, y_bar)`` along ``(params_dot, x_dot)``
+        and ``y_bar_dot`` (shapes of params, x). Recomputes the tape with tangents from x."""
+        require_second_order(self, "Chain")
+        tape, dots = self.record_tangents(params, x, x_dot, params_dot)
+        _, _, p_bar_dot, x_bar_dot = self.pull_tangents(params, tape, dots, params_dot, y_bar, y_bar_dot)
+        return p_bar_dot, x_bar_dot
 
     def block_plans(self, in_shape):
         return (self.bind(in_shape).plan("optimal"),)
@@ -300,6 +345,39 @@ class Chain(Layer):
         for i in reversed(range(len(self._layers))):
             params_bar[i], y_bar = call_vjp(self._layers[i], params[i], tape[i], tape[i + 1], y_bar)
         return (params_bar if isinstance(params, list) else tuple(params_bar)), y_bar  # like params, as jax.grad
+
+    # ---- second order: forward with tangents, then reverse with tangents ---------------------
+    def record_tangents(self, params, x, x_dot, params_dot=None):
+        """``(tape, tape_dot)``: ``(x_0, …, x_N)`` and their tangents ``(x_dot_0, …, x_dot_N)``
+        (``None``: absent) for ``x_dot`` and ``params_dot`` (as :meth:`push`). No checks."""
+        if is_absent(params_dot):
+            params_dot = (None,) * len(self._layers)
+        tape, dots = [x], [x_dot]
+        for layer, p, p_dot in zip(self._layers, params, params_dot):
+            y = layer.apply(p, tape[-1])
+            dots.append(call_jvp(layer, p, tape[-1], y, dots[-1], p_dot))
+            tape.append(y)
+        return tuple(tape), tuple(dots)
+
+    def pull_tangents(self, params, tape, tape_dot, params_dot, y_bar, y_bar_dot):
+        """``(params_bar, x_bar, params_bar_dot, x_bar_dot)``: :meth:`pull` of ``y_bar`` and its
+        tangent along ``(params_dot, tape_dot, y_bar_dot)`` (forward-over-reverse), over a tape
+        from :meth:`record_tangents`. ``params_bar_dot`` is like params (zeros where no tangent
+        reaches); ``x_bar_dot`` is ``None`` when none reaches x."""
+        n = len(self._layers)
+        if is_absent(params_dot):
+            params_dot = (None,) * n
+        params_bar, params_bar_dot = [None] * n, [None] * n
+        for i in reversed(range(n)):
+            layer = self._layers[i]
+            params_bar_dot[i], x_bar_dot = call_vjp_jvp(layer, params[i], tape[i], tape[i + 1], y_bar,
+                                                        tape_dot[i], params_dot[i], tape_dot[i + 1], y_bar_dot)
+            if params_bar_dot[i] is None:
+                params_bar_dot[i] = zeros_like_tree(params[i])
+            params_bar[i], y_bar = call_vjp(layer, params[i], tape[i], tape[i + 1], y_bar)
+            y_bar_dot = x_bar_dot
+        like = list if isinstance(params, list) else tuple
+        return like(params_bar), y_bar, like(params_bar_dot), y_bar_dot
 
     # ---- orders (see jacket/planning) --------------------------------------------------
     def plan(self, order="optimal", devices: int = 1):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from ..core._checks import check_array
+from ..core._checks import check_array, check_like
 from ._loss import Loss
 
 __all__ = ["MeanSquaredError", "BinaryCrossEntropyWithLogits", "SoftmaxCrossEntropy"]
@@ -24,6 +24,12 @@ class MeanSquaredError(Loss):
         self.check(pred, target)  # a target that broadcasts against pred gives a wrong gradient
         return (2 * value_bar / pred.size) * (pred - target)
 
+    def hvp(self, pred, target, pred_dot):
+        """``H = 2 I / size``: ``2 pred_dot / size``."""
+        self.check(pred, target)
+        check_like(pred_dot, pred, repr(self), "pred_dot", "pred")
+        return ((2 / pred.size) * pred_dot).astype(pred.dtype)
+
 
 class BinaryCrossEntropyWithLogits(Loss):
     """``mean(softplus(z) - t z)`` over all elements for logits ``z`` and targets ``t`` in [0, 1]
@@ -38,6 +44,13 @@ class BinaryCrossEntropyWithLogits(Loss):
     def vjp(self, pred, target, value, value_bar=1.0):
         self.check(pred, target)
         return (value_bar / pred.size) * (jax.nn.sigmoid(pred) - target)
+
+    def hvp(self, pred, target, pred_dot):
+        """``H = diag(σ(z)(1 - σ(z))) / size`` (independent of the target)."""
+        self.check(pred, target)
+        check_like(pred_dot, pred, repr(self), "pred_dot", "pred")
+        s = jax.nn.sigmoid(pred)
+        return ((s * (1 - s) / pred.size) * pred_dot).astype(pred.dtype)
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -91,3 +104,12 @@ class SoftmaxCrossEntropy(Loss):
         rows = jnp.arange(s.shape[0])
         grad = s.at[rows, jnp.asarray(target).reshape(-1)].add(-1.0).reshape(pred.shape)
         return (value_bar / self._positions(pred)) * grad
+
+    def hvp(self, pred, target, pred_dot):
+        """Per position ``(diag(p) - p pᵀ) ż / positions`` with ``p = softmax(z)``, i.e.
+        ``p ⊙ (ż - ⟨p, ż⟩) / positions`` (independent of the labels)."""
+        self.check(pred, target)
+        check_like(pred_dot, pred, repr(self), "pred_dot", "pred")
+        p = jax.nn.softmax(pred, axis=-1)
+        centred = pred_dot - (p * pred_dot).sum(axis=-1, keepdims=True)
+        return (p * centred / self._positions(pred)).astype(pred.dtype)

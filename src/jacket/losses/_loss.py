@@ -3,6 +3,10 @@
     apply(pred, target)                        -> value      a scalar
     jvp(pred, target, value, pred_dot)         -> value_dot
     vjp(pred, target, value, value_bar=1.0)    -> pred_bar   shape and dtype of pred
+    hvp(pred, target, pred_dot)                -> pred_bar_dot   H_loss · pred_dot, shape of pred
+
+``hvp`` is the second-order rule: the tangent of ``vjp(pred, target, value, 1.0)`` when pred
+moves along ``pred_dot`` (the target is held fixed). ``jacket.hvp`` and ``jacket.ggn_vp`` need it.
 """
 from __future__ import annotations
 
@@ -37,3 +41,11 @@ class Loss(Static):
         # would give a silently wrong answer.
         check_like(pred_dot, pred, repr(self), "pred_dot", "pred")
         return jnp.vdot(self.vjp(pred, target, value, 1.0), pred_dot)
+
+    def hvp(self, pred, target, pred_dot):
+        """``H · pred_dot`` (shape and dtype of pred), ``H`` the Hessian of ``apply`` in pred:
+        the tangent of the gradient ``vjp(pred, target, value, 1.0)`` along ``pred_dot``.
+        Default: none, a clear error (a loss without it still backpropagates)."""
+        raise NotImplementedError(f"{self!r} has no second-order rule: define "
+                                  f"{type(self).__name__}.hvp(pred, target, pred_dot) to use it with "
+                                  f"jacket.hvp, jacket.ggn_vp or jacket.hessian")
