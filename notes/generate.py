@@ -176,6 +176,44 @@ def cost_model_values() -> dict[str, Value]:
             "cost.worked_example": Value("\n```\n" + printed.getvalue().rstrip("\n") + "\n```\n")}
 
 
+# ---- notes/curvature.md -------------------------------------------------------------------------
+CURVATURE_WIDTHS = [6, 8, 8, 3]
+
+
+def curvature_values() -> dict[str, Value]:
+    """The curvature products of a small tanh MLP with softmax cross-entropy, float64, against
+    JAX's autodiff: hvp against jax.jvp of jax.grad, ggn_vp against Jᵀ (∇²loss) J v built from
+    jax.jvp / jax.vjp / jax.hessian, hessian against jax.hessian (flattened)."""
+    with float64():
+        chain = jacket.mlp(CURVATURE_WIDTHS, activation="tanh")
+        loss = jacket.SoftmaxCrossEntropy()
+        params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+        x = jax.random.normal(jax.random.PRNGKey(1), (16, CURVATURE_WIDTHS[0]), jnp.float64)
+        labels = jax.random.randint(jax.random.PRNGKey(2), (16,), 0, CURVATURE_WIDTHS[-1])
+        v = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(3), a.shape, a.dtype), params)
+
+        def total(p):
+            return loss.apply(chain.apply(p, x), labels)
+
+        @jax.jit
+        def both(params, v):
+            y, y_dot = jax.jvp(lambda p: chain.apply(p, x), (params,), (v,))
+            u = jax.hessian(lambda z: loss.apply(z, labels))(y).reshape(y.size, y.size) @ y_dot.reshape(-1)
+            ggn_ref = jax.vjp(lambda p: chain.apply(p, x), params)[1](u.reshape(y.shape))[0]
+            flat, unravel = ravel_pytree(params)
+            return ((jacket.hvp(chain, loss)(params, x, labels, v), jacket.ggn_vp(chain, loss)(params, x, labels, v),
+                     jacket.hessian(chain, loss)(params, x, labels)),
+                    (jax.jvp(jax.grad(total), (params,), (v,))[1], ggn_ref,
+                     jax.hessian(lambda f: total(unravel(f)))(flat)))
+
+        (hv, gv, h), (hv_ref, gv_ref, h_ref) = both(params, v)
+        return {"curv.widths": Value("-".join(map(str, CURVATURE_WIDTHS))),
+                "curv.P": Value(str(ravel_pytree(params)[0].size)),
+                "curv.hvp": Value(_sci(_diff(hv, hv_ref)), "below", 1e-12),
+                "curv.ggn": Value(_sci(_diff(gv, gv_ref)), "below", 1e-12),
+                "curv.hessian": Value(_sci(_diff(h, h_ref)), "below", 1e-12)}
+
+
 # One entry per part: the function and the prefixes of the markers it fills. ``--parts`` runs a
 # subset; the markers of the other parts are then left alone.
 PARTS = {
@@ -184,6 +222,7 @@ PARTS = {
     "mlp": (mlp_values, ("mlp.",)),
     "free": (index_free_costs, ("free.",)),
     "cost": (cost_model_values, ("cost.",)),
+    "curvature": (curvature_values, ("curv.",)),
 }
 
 
