@@ -347,3 +347,84 @@ def test_transformer_full_run_far_below_chance(task):
     result = transformer.train(task=task, progress=False, log=None)
     assert result.epoch_test_loss[-1] < 0.3 * result.chance
     assert result.test_accuracy > 0.95
+
+
+# ---- newton: Gauss-Newton / Levenberg-Marquardt by conjugate gradient -----------------------
+from jacket.examples import float64, newton  # noqa: E402
+
+
+def test_newton_cg_direction_and_lm_step_match_a_dense_solve():
+    # A tiny MLP (26 parameters): G built densely from ggn_vp on unit vectors, (G + λI) d = −g
+    # solved by numpy; CG with enough iterations must find the same d, and one accepted LM step
+    # must move the parameters by exactly that d.
+    from jax.flatten_util import ravel_pytree
+
+    with float64():
+        chain, loss = jacket.mlp([3, 4, 2], activation="tanh"), jacket.SoftmaxCrossEntropy()
+        params = chain.init(jax.random.PRNGKey(1), dtype=jnp.float64)
+        x = jax.random.normal(jax.random.PRNGKey(2), (6, 3), jnp.float64)
+        y = jnp.array([0, 1, 1, 0, 1, 0])
+        flat, unravel = ravel_pytree(params)
+        size, damping = flat.size, 0.5
+        product = jacket.ggn_vp(chain, loss)
+        columns = jax.jit(jax.vmap(lambda e: ravel_pytree(product(params, x, y, unravel(e)))[0]))
+        gram = np.asarray(columns(jnp.eye(size))).T  # row k of the vmap: G e_k
+        np.testing.assert_allclose(gram, gram.T, atol=1e-12)  # symmetric, positive semi-definite
+        assert np.linalg.eigvalsh(gram).min() > -1e-12
+        _, grads = jacket.value_and_grad(chain, loss)(params, x, y)
+        g = np.asarray(ravel_pytree(grads)[0])
+        exact = np.linalg.solve(gram + damping * np.eye(size), -g)
+
+        d, _, _ = newton.damped_direction(product, params, x, y, grads, damping, 3 * size)
+        np.testing.assert_allclose(np.asarray(d), exact, rtol=1e-7, atol=1e-10)
+        few, _, _ = newton.damped_direction(product, params, x, y, grads, damping, 2)
+        assert np.linalg.norm(np.asarray(few) - exact) > 1e-6  # two iterations are not the solve
+
+        step = newton.make_lm_step(chain, loss, 3 * size)
+        new_params, new_damping, value = step(params, jnp.asarray(damping), x, y)
+        moved = np.asarray(ravel_pytree(new_params)[0]) - np.asarray(flat)
+        np.testing.assert_allclose(moved, exact, rtol=1e-7, atol=1e-10)
+        assert float(loss.apply(chain.apply(new_params, x), y)) < float(value)
+        assert float(new_damping) <= damping  # accepted: λ kept or lowered
+
+
+def test_newton_quick_logistic_beats_gradient_descent():
+    result = newton.train_problem("logistic", steps=15)
+    gn, nc, gd = result.method("Gauss-Newton"), result.method("Newton-CG"), result.method("gradient")
+    assert len(gn.losses) == 16
+    assert np.all(np.diff(gn.losses) <= 0), gn.losses  # a rejected step leaves the loss unchanged
+    assert gn.losses[-1] < 0.1 * gn.losses[0]
+    assert gn.losses[-1] < gd.losses[-1] and gn.losses[-1] < result.method("optax.adam").losses[-1]
+    # A linear model: the Gauss-Newton matrix is the Hessian, so ggn_vp and hvp steps agree.
+    np.testing.assert_allclose(gn.losses, nc.losses, rtol=1e-9)
+
+
+def test_train_newton_command(tmp_path, capsys):
+    plot = tmp_path / "newton.png"
+    assert cli.main(["train", "newton", "--quick", "--problem", "logistic", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert plot.stat().st_size > 0
+    for words in ("Gauss-Newton LM", "Newton-CG LM", "gradient descent", "optax.adam", "steps to target"):
+        assert words in out
+    assert out.strip().splitlines()[-1].startswith("logistic: Gauss-Newton ")
+    args = cli.build_parser().parse_args(["train", "newton"])
+    defaults = inspect.signature(newton.train).parameters
+    assert (args.problem, args.steps, args.seed) == tuple(defaults[k].default for k in ("problem", "steps", "seed"))
+
+
+def test_train_newton_rejects_bad_steps(capsys):
+    assert cli.main(["train", "newton", "--steps", "0", "--no-plot"]) == 2
+    assert "steps must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_newton_full_run_needs_fewer_steps_than_first_order():
+    result = newton.train()  # the command's defaults (checked above), without the plot
+    lines = newton.format_report(result).splitlines()
+    assert lines[-2].startswith("logistic: Gauss-Newton reached") and lines[-1].startswith("mlp: Gauss-Newton reached")
+    for problem in result.problems:
+        gn = problem.method("Gauss-Newton")
+        assert gn.steps_to_target is not None, problem.name
+        for other in (problem.method("gradient"), problem.method("optax.adam")):
+            assert other.steps_to_target is None or gn.steps_to_target * 3 <= other.steps_to_target, \
+                (problem.name, other.name, gn.steps_to_target, other.steps_to_target)

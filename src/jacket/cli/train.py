@@ -1,4 +1,4 @@
-"""``jacket train logistic | mlp | cnn | transformer``: backpropagation examples, runnable.
+"""``jacket train logistic | mlp | cnn | transformer | newton``: backpropagation examples, runnable.
 
 ``logistic``: logistic regression on the breast-cancer data, the engine's gradient checked
 against the closed form Xᵀ(p − y)/N and jax.grad at every step (jacket/examples/logistic.py).
@@ -9,17 +9,21 @@ against the closed form Xᵀ(p − y)/N and jax.grad at every step (jacket/examp
 ``transformer``: one pre-norm transformer block (self-attention, LayerNorm, GELU MLP) that learns
 to sort or reverse strings of 8 digits it generates itself; reports the loss against the chance
 level ln V and the held-out token and whole-string accuracy (jacket/examples/transformer.py).
+``newton``: Gauss-Newton / Levenberg-Marquardt steps, (G + λI) d = −g solved by conjugate gradient
+with ``jacket.ggn_vp``, against gradient descent and adam on the logistic and MLP problems; a table
+of steps to a target loss and a log-scale loss curve (jacket/examples/newton.py).
 All but ``transformer`` need scikit-learn for the data; every plot needs matplotlib (both in
-the ``examples`` extra). Every gradient comes from ``jacket.value_and_grad``.
+the ``examples`` extra). Every gradient comes from ``jacket.value_and_grad``, every curvature
+product from ``jacket.ggn_vp`` or ``jacket.hvp``.
 """
 from __future__ import annotations
 
 import sys
 
 HELP = ("train the backprop examples: logistic regression (breast cancer), an MLP or a residual CNN "
-        "(digits), a transformer block (sorting digit strings)")
+        "(digits), a transformer block (sorting digit strings), Gauss-Newton against first-order methods")
 
-PLOTS = {name: f"jacket-train-{name}.png" for name in ("mlp", "cnn", "transformer")}  # default --plot
+PLOTS = {name: f"jacket-train-{name}.png" for name in ("mlp", "cnn", "transformer", "newton")}  # default --plot
 DEFAULT_PLOT = PLOTS["mlp"]
 
 
@@ -86,6 +90,23 @@ def add_arguments(parser) -> None:
     tf.add_argument("--heads", type=int, default=4, help="attention heads, dividing --d-model (default 4)")
     _add_output_options(tf, "transformer", 60)
 
+    newton = sub.add_parser("newton", help="Gauss-Newton (Levenberg-Marquardt by CG) vs gradient descent and adam",
+                            description="Levenberg-Marquardt steps (G + λI) d = −g, solved by a fixed number of "
+                            "conjugate-gradient iterations with G·v from jacket.ggn_vp (and Newton-CG with "
+                            "jacket.hvp on the convex logistic problem), against gradient descent and "
+                            "optax.adam from the same initial weights, full batch, float64: logistic "
+                            "regression on breast cancer and Dense(64,32)-Tanh-Dense(32,10) on the digits. "
+                            "Prints the steps and seconds each method needs to reach a target training loss.")
+    newton.add_argument("--problem", choices=("logistic", "mlp", "both"), default="both",
+                        help="which problem (default both)")
+    newton.add_argument("--steps", type=int, default=300, help="steps per method (default 300)")
+    newton.add_argument("--seed", type=int, default=0, help="split and initial weights (default 0)")
+    plot = PLOTS["newton"]
+    newton.add_argument("--plot", metavar="PATH", default=plot,
+                        help=f"where to save the loss-against-step PNG (default ./{plot})")
+    newton.add_argument("--no-plot", action="store_true", help="don't save the curve")
+    newton.add_argument("--quick", action="store_true", help="20 steps per method, for smoke tests")
+
 
 def _add_output_options(parser, name: str, quick_steps: int) -> None:
     """--plot, --no-plot, --no-progress, --quick: shared by the optax examples."""
@@ -100,7 +121,8 @@ def _add_output_options(parser, name: str, quick_steps: int) -> None:
 
 def run(args) -> int:
     try:
-        return {"logistic": _logistic, "mlp": _mlp, "cnn": _cnn, "transformer": _transformer}[args.example](args)
+        return {"logistic": _logistic, "mlp": _mlp, "cnn": _cnn, "transformer": _transformer,
+                "newton": _newton}[args.example](args)
     except ImportError as err:
         # The examples' optional dependencies: the message names the extra to install.
         print(f"jacket train {args.example}: {err}", file=sys.stderr)
@@ -120,12 +142,12 @@ def _logistic(args) -> int:
     return 0
 
 
-def _report(example, result, args) -> int:
+def _report(example, result, args, curve: str = "loss/accuracy curve") -> int:
     """Save the curve (unless --no-plot; a missing matplotlib only warns), print the report."""
     if not args.no_plot:
         try:
             example.save_plot(result, args.plot)
-            print(f"saved the loss/accuracy curve to {args.plot}")
+            print(f"saved the {curve} to {args.plot}")
         except (ImportError, OSError) as err:
             print(f"not saving the curve: {err}", file=sys.stderr)
     print(example.format_report(result))
@@ -159,3 +181,11 @@ def _transformer(args) -> int:
                                seed=args.seed, d_model=args.d_model, heads=args.heads, max_steps=max_steps,
                                progress=not args.no_progress)
     return _report(transformer, result, args)
+
+
+def _newton(args) -> int:
+    from ..examples import newton
+
+    steps = 20 if args.quick else args.steps
+    result = newton.train(problem=args.problem, steps=steps, seed=args.seed)
+    return _report(newton, result, args, "loss curve")

@@ -6,6 +6,9 @@
 - :mod:`jacket.examples.cnn`: a small residual CNN (Conv2D, Residual, MaxPool2D) on the same digits.
 - :mod:`jacket.examples.transformer`: a one-block transformer (self-attention, LayerNorm, GELU)
   that learns to sort or reverse digit strings the package generates itself.
+- :mod:`jacket.examples.newton`: Gauss-Newton (Levenberg-Marquardt) steps solved by conjugate
+  gradient with ``jacket.ggn_vp`` (and Newton-CG with ``jacket.hvp``) against gradient descent
+  and adam, on the logistic and MLP problems: steps to a target training loss.
 
 The data sets ship inside scikit-learn, an optional extra (``pip install "jacket[examples]"``);
 it is imported only when an example runs, so ``import jacket`` stays light. The derivations
