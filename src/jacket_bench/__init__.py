@@ -20,7 +20,7 @@ import importlib
 
 __all__ = ["BENCHMARKS", "load", "select_device", "script_main"]
 
-BENCHMARKS = ("grad", "associativity", "orders", "planning", "scaling")
+BENCHMARKS = ("grad", "associativity", "orders", "planning", "scaling", "curvature")
 
 
 def load(name: str):

@@ -104,6 +104,9 @@ def _tiny(name):
         cfg = dict(cfg, lengths=(3, 6), repeats=1)
     elif name == "scaling":
         cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
+    elif name == "curvature":
+        cfg.update(mlp=(6, 5, 5, 3), per_example_mlp=(6, 5, 3), batch=4, scale=8,
+                   ntk=[{"name": "mlp", "widths": (4, 3, 5), "n": 2}])  # the CNN shape compiles for ~10 s
     return module, cfg
 
 
@@ -180,8 +183,35 @@ def test_cli_parses_bench_flags():
     assert (args.full, args.device, args.only, args.out) == (True, "cpu", "grad,planning", "somewhere")
     from jacket.cli.bench import selected
     assert selected("planning,grad") == ["grad", "planning"]
+    assert selected("curvature") == ["curvature"]
     with pytest.raises(ValueError, match="unknown benchmark"):
         selected("grad,nope")
+
+
+@pytest.mark.slow  # run() already stores these relative errors; this asserts them
+def test_curvature_candidates_agree():
+    """The curvature benchmark's wiring on tiny sizes: jacket's products equal its JAX references."""
+    from jacket import SoftmaxCrossEntropy
+    from jacket_bench import curvature
+    loss = SoftmaxCrossEntropy()
+    chain = curvature._mlp((6, 5, 5, 3))
+    args = curvature._batch(chain, 4)
+    out = {k: jax.jit(f)(*args) for k, f in curvature.hvp_candidates(chain, loss).items()}
+    assert curvature.rel_error(out["jacket.hvp"], out["jax hvp"]) < 1e-4
+    assert curvature.rel_error(out["jacket.ggn_vp"], out["jax ggn"]) < 1e-4
+    fns = curvature.per_example_candidates(chain, loss)
+    assert curvature.rel_error(jax.jit(fns["jacket.per_example_grads"])(*args[:3]),
+                               jax.jit(fns["jax vmap(grad)"])(*args[:3])) < 1e-4
+    for shape in ({"widths": (4, 3, 5)}, {"widths": (3, 4, 1)}):
+        chain = curvature.ntk_chain(shape)
+        params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+        x1 = jax.random.normal(jax.random.PRNGKey(1), (2,) + tuple(chain.in_shape))
+        x2 = jax.random.normal(jax.random.PRNGKey(2), (3,) + tuple(chain.in_shape))
+        fns = curvature.ntk_candidates(chain)
+        expected = jax.jit(fns["jax jacrev"])(params, x1, x2)
+        assert expected.shape == (2, 3) + tuple(chain.out_shape) * 2
+        for impl in ("auto", "jacobian", "ntvp"):
+            assert curvature.rel_error(jax.jit(fns[f"jacket {impl}"])(params, x1, x2), expected) < 1e-4, impl
 
 
 def test_cli_rejects_unknown_benchmark(capsys):
