@@ -1,6 +1,6 @@
 """``jacket bench``: run the benchmarks (quick sizes by default) and write their results.
 
-Each benchmark (``jacket_bench.grad``, ``associativity``, ``orders``, ``planning``) prints its
+Each benchmark (``jacket_bench.grad``, ``associativity``, ``orders``, ``planning``, ``scaling``, ``curvature``) prints its
 table and writes ``<out>/<device>/<name>.json`` and ``.png``. The timing method is described in
 benchmarks/README.md and :mod:`jacket_bench.timing`.
 """
@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-HELP = "time jacket against JAX (gradient, Jacobian orders, planning) and write JSON + PNG results"
+HELP = "time jacket against JAX (gradient, Jacobian orders, curvature, planning) and write JSON + PNG results"
 
 
 def add_arguments(parser):
