@@ -198,3 +198,23 @@ def test_errors_name_what_was_given():
         jacket.ntk(chain, "fast")
     with pytest.raises(ValueError, match=r"x1 must have a batch axis"):
         jacket.ntk(chain)(params, x)
+
+
+def test_the_params_plan_prints_both_orders_and_its_rows_sum_to_them(capsys):
+    chain = jacket.Chain([jacket.Dense(3, 1), jacket.Tanh(), jacket.Dense(1, 8)])
+    plan = chain.plan("optimal", wrt="params")
+    costs = params_jacobian_costs(chain)
+    assert plan.order == min(("forward", "reverse"), key=costs.get) and plan.fma == min(costs["forward"], costs["reverse"])
+    text = chain.plan("forward", wrt="params").table()
+    assert f"forward (one tangent per parameter):     {costs['forward']:,} fma" in text
+    assert "x the cheaper order" in text and "not offered for wrt='params'" in text
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert sum(int(r[-2].replace(",", "")) for r in rows) == costs["forward"]
+    assert sum(int(r[-1].replace(",", "")) for r in rows) == costs["reverse"]
+    with pytest.raises(ValueError, match=r"wrt must be 'x' or 'params', got 'theta'"):
+        chain.plan(wrt="theta")
+    with pytest.raises(ValueError, match=r"order must be one of .*got '\(J2 J1\)'"):
+        chain.plan("(J2 J1)", wrt="params")
+    from jacket import cli
+    assert cli.main(["plan", "8,4,2", "--wrt", "params"]) == 0
+    assert "Jacobian with respect to the params" in capsys.readouterr().out

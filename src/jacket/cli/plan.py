@@ -23,6 +23,9 @@ def add_arguments(parser):
     parser.add_argument("--order", default="optimal",
                         help="forward | reverse | optimal | a bracketing such as '(J3 (J2 J1))', with "
                              "inner orders for blocks such as 'J2[reverse] J1' (default optimal)")
+    parser.add_argument("--wrt", choices=("x", "params"), default="x",
+                        help="the Jacobian with respect to the input (default) or the parameters "
+                             "(orders forward | reverse | optimal)")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -54,12 +57,14 @@ def run(args) -> int:
     else:
         chain = build_chain(parse_widths(args.widths), args.act)
     try:
-        plan = chain.plan(args.order)
+        plan = chain.plan(args.order, wrt=args.wrt)
     except ValueError as err:
         print(f"jacket plan: {err}")
         return 2
     print(f"chain: {chain}\n")
     print(plan)
+    if args.wrt == "params":
+        return 0
     if args.compare:
         from .._table import format_table
         n = len(chain)

@@ -380,10 +380,18 @@ class Chain(Layer):
         return like(params_bar), y_bar, like(params_bar_dot), y_bar_dot
 
     # ---- orders (see jacket/planning) --------------------------------------------------
-    def plan(self, order="optimal", devices: int = 1):
+    def plan(self, order="optimal", devices: int = 1, wrt="x"):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
         order and devices). With ``devices > 1`` the TAN/ADJ seeds are split across that many
-        devices and costs are per device."""
+        devices and costs are per device. ``wrt="params"``: the plan of the parameter Jacobian
+        (:class:`jacket.compose.ParamsPlan`: forward or reverse, with both costs)."""
+        if not (isinstance(wrt, str) and wrt == "x"):
+            from ._params import check_wrt, params_plan
+            check_wrt(wrt)
+            if devices != 1:
+                raise ValueError("Chain.plan(wrt='params') does not split over devices yet, got devices="
+                                 f"{devices!r}")
+            return params_plan(self, order)
         from ..planning import make_plan
         return make_plan(self, order, devices)
 

@@ -20,6 +20,7 @@ not yet offered for ``wrt="params"``. No JAX autodiff is used: only the rules an
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Callable
 
@@ -32,7 +33,8 @@ from ..core._shapes import split_batch
 from ._backprop import value_and_grad
 from ._chain import Chain
 
-__all__ = ["params_jacobian", "params_jacobian_costs", "per_example_grads", "ntk", "ntk_costs"]
+__all__ = ["params_jacobian", "params_jacobian_costs", "params_plan", "ParamsPlan", "per_example_grads", "ntk",
+           "ntk_costs"]
 
 PARAM_ORDERS = ("forward", "reverse", "optimal")
 WRT = ("x", "params")
@@ -72,6 +74,56 @@ def resolve_order(chain, order):
         return order
     costs = params_jacobian_costs(chain)
     return "forward" if costs["forward"] < costs["reverse"] else "reverse"
+
+
+@dataclass(frozen=True)
+class ParamsPlan:
+    """The plan of a parameter Jacobian (``chain.plan(order, wrt="params")``): the order that
+    runs (``"forward"`` or ``"reverse"``), the order asked for, and the model costs of both.
+    ``str(plan)`` / ``plan.table()`` prints them with one row per layer."""
+
+    chain: Chain
+    order: str
+    requested: str
+
+    @property
+    def costs(self) -> dict:
+        return params_jacobian_costs(self.chain)
+
+    @property
+    def fma(self) -> int:
+        return self.costs[self.order]
+
+    def table(self) -> str:
+        from .._table import format_table
+        chain, costs = self.chain, self.costs
+        n_out, entries = chain.dims[-1], costs["entries"]
+        jvp = [int(layer.jvp_cost(s)) for layer, s in zip(chain.layers, chain.shapes)]
+        vjp = [int(layer.vjp_cost(s)) for layer, s in zip(chain.layers, chain.shapes)]
+        first = next((i for i, p in enumerate(entries) if p), len(entries))
+        shapes = " -> ".join("×".join(map(str, s)) for s in chain.shapes)
+        best = min(costs["forward"], costs["reverse"])
+        lines = [("order:", self.order + (f"  ({self.requested})" if self.requested != self.order else "")),
+                 ("forward (one tangent per parameter):", f"{costs['forward']:,} fma"),
+                 (f"reverse ({n_out} adjoint rows, shared):", f"{costs['reverse']:,} fma"),
+                 ("this plan:", f"{self.fma:,} fma"
+                  + ("" if self.fma == best else f" ({self.fma / best:.2f}x the cheaper order)"))]
+        head = [f"  Jacobian with respect to the params of a chain with shapes {shapes}: "
+                f"{n_out}×{sum(entries)} ({sum(entries):,} parameters)"]
+        head += [f"  {label.ljust(40)} {value}" for label, value in lines]
+        head += ["  (mixed plans and bracketings are not offered for wrt='params' yet)", "", ""]
+        rows = [(i, repr(layer), p, p * sum(jvp[i - 1:]), n_out * vjp[i - 1] if i - 1 >= first else 0)
+                for i, (layer, p) in enumerate(zip(chain.layers, entries), 1)]
+        return "\n".join(head) + format_table(
+            ["layer", "", "params", "forward fma (its tangents to the output)", "reverse fma (rows through it)"],
+            rows)
+
+    __str__ = table
+
+
+def params_plan(chain: Chain, order="optimal") -> ParamsPlan:
+    """The :class:`ParamsPlan` of ``chain``'s parameter Jacobian for ``order``."""
+    return ParamsPlan(chain, resolve_order(chain, order), order)
 
 
 def params_jacobian(chain: Chain, params, x, order="optimal", mesh=None):
