@@ -38,8 +38,9 @@ from jax.flatten_util import ravel_pytree
 
 from .. import BinaryCrossEntropyWithLogits, Chain, Dense, SoftmaxCrossEntropy, ggn_vp, hvp, mlp, value_and_grad
 from . import float64
+from . import mlp as _mlp
 
-__all__ = ["PROBLEMS", "conjugate_gradient", "damped_direction", "make_lm_step", "make_first_order_step",
+__all__ = ["PROBLEMS", "conjugate_gradient", "damped_direction", "make_lm_step",
            "MethodRun", "ProblemResult", "NewtonResult", "train", "format_report", "save_plot"]
 
 PROBLEMS = ("logistic", "mlp")
@@ -108,20 +109,6 @@ def make_lm_step(chain: Chain, loss, iterations: int, curvature: str = "ggn"):
         damping = jnp.clip(damping, 1e-8, 1e8)
         params = jax.tree_util.tree_map(lambda new, old: jnp.where(accept, new, old), trial, params)
         return params, damping, value
-    return step
-
-
-def make_first_order_step(chain: Chain, loss, optimizer):
-    """The jitted optax step ``(params, opt_state, x, y) -> (params, opt_state, loss before)``."""
-    import optax
-
-    grad_fn = value_and_grad(chain, loss)
-
-    @jax.jit
-    def step(params, state, x, y):
-        value, grads = grad_fn(params, x, y)
-        updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
     return step
 
 
@@ -229,7 +216,7 @@ def train_problem(name: str, steps: int = 300, seed: int = 0, target: float | No
                                 params, lam, x, y, steps, target, loss_fn))
         for label, optimizer in ((f"gradient descent (lr {settings['gd_lr']:g})", optax.sgd(settings["gd_lr"])),
                                  (f"optax.adam (lr {settings['adam_lr']:g})", optax.adam(settings["adam_lr"]))):
-            methods.append(_run(label, make_first_order_step(chain, loss, optimizer), params,
+            methods.append(_run(label, _mlp.make_update(chain, loss, optimizer), params,
                                 optimizer.init(params), x, y, steps, target, loss_fn))
     return ProblemResult(name=name, title=title, target=target, steps=steps, methods=methods)
 
