@@ -47,29 +47,24 @@ def residual_mlp(scale: int = 1):
 
 
 def transformer_block(scale: int = 1, heads: int = 4, head: int | None = None):
-    """Pre-norm transformer block on one sequence ``(T, d) = (16, 64)``:
-    ``Residual([LayerNorm(d), MultiHeadSelfAttention(d, heads)])``,
-    ``Residual([LayerNorm(d), Dense(d, 4d), GELU, Dense(4d, d)])``; ``head`` classes add
-    ``LayerNorm(d), Dense(d, head)`` (per-position logits, the grad benchmark's model)."""
-    from jacket import GELU, Chain, Dense, LayerNorm, MultiHeadSelfAttention, Residual
+    """``jacket.examples.architectures.transformer_block`` on one sequence ``(T, d) = (16, 64)``
+    (divided by ``scale``), 4 heads: pre-norm attention and GELU MLP, each inside a ``Residual``;
+    ``head`` classes add ``LayerNorm(d), Dense(d, head)`` (per-position logits, the grad
+    benchmark's model)."""
+    from jacket import Chain, Dense, LayerNorm
+    from jacket.examples.architectures import transformer_block as block
     t, d = max(2, 16 // scale), max(heads, 64 // scale // heads * heads)
-    attention = Chain([LayerNorm(d), MultiHeadSelfAttention(d, heads)])
-    feed_forward = Chain([LayerNorm(d), Dense(d, 4 * d), GELU(), Dense(4 * d, d)])
-    layers = [Residual(attention), Residual(feed_forward)]
-    if head:
-        layers += [LayerNorm(d), Dense(d, head)]
-    return Chain(layers, in_shape=(t, d))
+    chain = block(t, d, heads)
+    return chain if not head else Chain(list(chain.layers) + [LayerNorm(d), Dense(d, head)], in_shape=(t, d))
 
 
-def small_cnn(scale: int = 1, image=(1, 8, 8), classes: int = 10):
-    """Residual CNN on one ``(1, 8, 8)`` image (the digits model of ``jacket.examples.cnn``):
-    ``Conv2D(1, 16, 3)`` ("SAME"), ReLU, ``Residual([Conv2D(16, 16, 3), ReLU, Conv2D(16, 16, 3)])``,
-    ReLU, ``MaxPool2D(2)``, Flatten, ``Dense(16·4·4, 10)``."""
-    from jacket import Chain, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Residual
-    c = _w(16, scale)
-    return Chain([Conv2D(image[0], c, 3), ReLU(), Residual(Chain([Conv2D(c, c, 3), ReLU(), Conv2D(c, c, 3)])),
-                  ReLU(), MaxPool2D(2), Flatten(), Dense(c * (image[1] // 2) * (image[2] // 2), classes)],
-                 in_shape=image)
+def small_cnn(scale: int = 1):
+    """The residual CNN of ``jacket train cnn`` (``jacket.examples.architectures.cnn``) on one
+    ``(1, 8, 8)`` image, with 16 channels divided by ``scale``: ``Conv2D(1, c, 3)``, ReLU,
+    ``Residual([Conv2D(c, c, 3), ReLU, Conv2D(c, c, 3)])``, ReLU, ``MaxPool2D(2)``, Flatten,
+    ``Dense(c·4·4, 10)``."""
+    from jacket.examples.architectures import cnn
+    return cnn(_w(16, scale))
 
 
 # Widths are divided by ``scale`` (tests use tiny chains); scale 1 is the benchmark.

@@ -27,6 +27,14 @@ PLOTS = {name: f"jacket-train-{name}.png" for name in ("mlp", "cnn", "transforme
 DEFAULT_PLOT = PLOTS["mlp"]
 
 
+def _add_schedule(parser, epochs, batch_size, lr, data="the training split", seeded="split") -> None:
+    """``--epochs``, ``--batch-size``, ``--lr`` (optax.adam) and ``--seed`` of the mini-batch examples."""
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"passes over {data} (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"mini-batch size (default {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"optax.adam learning rate (default {lr:g})")
+    parser.add_argument("--seed", type=int, default=0, help=f"{seeded}, initial weights and shuffles (default 0)")
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True)
 
@@ -48,10 +56,7 @@ def add_arguments(parser) -> None:
                          "SoftmaxCrossEntropy on scikit-learn's digits (pixels / 16, 80/20 split), "
                          "mini-batch optax.adam, gradients from jacket.value_and_grad in a jitted step. "
                          "The last line printed is 'test accuracy: 0.xxxx'.")
-    mlp.add_argument("--epochs", type=int, default=30, help="passes over the training split (default 30)")
-    mlp.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
-    mlp.add_argument("--lr", type=float, default=1e-2, help="optax.adam learning rate (default 0.01)")
-    mlp.add_argument("--seed", type=int, default=0, help="split, initial weights and shuffles (default 0)")
+    _add_schedule(mlp, epochs=30, batch_size=32, lr=1e-2)
     mlp.add_argument("--activation", choices=("tanh", "sigmoid"), default="tanh", help="hidden activation")
     _add_output_options(mlp, "mlp", 20)
     mlp.add_argument("--devices", type=int, default=None, metavar="N",
@@ -65,10 +70,7 @@ def add_arguments(parser) -> None:
                          "the mlp example's 80/20 split), mini-batch optax.adam, gradients from "
                          "jacket.value_and_grad in a jitted step. The last line printed is "
                          "'test accuracy: 0.xxxx'.")
-    cnn.add_argument("--epochs", type=int, default=15, help="passes over the training split (default 15)")
-    cnn.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
-    cnn.add_argument("--lr", type=float, default=3e-3, help="optax.adam learning rate (default 0.003)")
-    cnn.add_argument("--seed", type=int, default=0, help="split, initial weights and shuffles (default 0)")
+    _add_schedule(cnn, epochs=15, batch_size=32, lr=3e-3)
     cnn.add_argument("--channels", type=int, default=16, help="feature maps of every convolution (default 16)")
     _add_output_options(cnn, "cnn", 20)
 
@@ -82,10 +84,7 @@ def add_arguments(parser) -> None:
                         "accuracy on held-out strings.")
     tf.add_argument("--task", choices=("sort", "reverse"), default="sort",
                     help="the target string: the input sorted (default) or reversed")
-    tf.add_argument("--epochs", type=int, default=8, help="passes over the 8192 training strings (default 8)")
-    tf.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    tf.add_argument("--lr", type=float, default=3e-3, help="optax.adam learning rate (default 0.003)")
-    tf.add_argument("--seed", type=int, default=0, help="strings, initial weights and shuffles (default 0)")
+    _add_schedule(tf, epochs=8, batch_size=64, lr=3e-3, data="the 8192 training strings", seeded="strings")
     tf.add_argument("--d-model", type=int, default=32, help="width of the block (default 32)")
     tf.add_argument("--heads", type=int, default=4, help="attention heads, dividing --d-model (default 4)")
     _add_output_options(tf, "transformer", 60)
