@@ -23,6 +23,27 @@ from .planning import Plan
 
 __version__ = "0.2.0"
 
+
+def _warn_about_known_bad_jaxlib():
+    """jaxlib 0.10.2 miscompiles some float32 broadcast-reduce fusions on the CPU (XLA's YNNPACK
+    fusion): under ``jax.jit``, a vmapped softmax rule such as ``s * (a - (s * a).sum(-1))``
+    with ``a: (n > 128, 64, 4)`` and ``s: (64, 4)`` returns wrong rows past the 128th, which
+    makes e.g. ``jacket.hessian`` of a 676-parameter MLP wrong. pyproject excludes it; this
+    catches an environment that has it anyway."""
+    import warnings
+    try:
+        import jaxlib
+        version = getattr(jaxlib, "__version__", "")
+    except ImportError:  # pragma: no cover - jax without jaxlib cannot run anyway
+        return
+    if version == "0.10.2":
+        warnings.warn("jaxlib 0.10.2 silently miscompiles some float32 broadcast-reduce fusions on the CPU "
+                      "(wrong Hessians and Jacobians under a wide vmap); install jaxlib 0.10.1 or a later "
+                      "release with the fix", RuntimeWarning, stacklevel=3)
+
+
+_warn_about_known_bad_jaxlib()
+
 __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
