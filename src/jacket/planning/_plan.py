@@ -19,25 +19,28 @@ structured factors give the same kind and rank, so one entry suffices). Moves pe
 
 This is the Jacobian chain bracketing problem with tangent, adjoint and product moves
 (Naumann; the moves of STCE-at-RWTH/Jacobian-Chaining), exact within its move set and
-checked against brute-force enumeration in the tests. The DP runs diagonal by diagonal with
-numpy over all intervals of one length at once: O(N³) arithmetic, a few ms for 200 layers.
+checked against brute-force enumeration in the tests. The DP (``_dp.py``) runs diagonal by
+diagonal with numpy over all intervals of one length at once, on strided views of its tables.
+Only the dense @ dense product needs every split: N³/6 (interval, split) pairs in all, a few
+int64 operations each, as in the matrix-chain recurrence. A seeded TAN/ADJ is a running
+minimum over the seed's length, O(1) per interval, and a product with a structured half only
+tries splits inside the run of structured factors it lies in, O(R) per interval for runs of at
+most R factors. So O(N³) with a small
+constant, plus O(N² R). On a CPU: about 25 ms for 200 layers of the benchmark's random chains,
+0.7 s for 1000 (``benchmarks/results/cpu/planning.json``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
-
 from .._table import format_table
-from ..operators import DENSE_RANK, product_fma
+from ._dp import optimal_plan
 from ._model import Model
 from ._nodes import Node
 from ._orders import parse_order
 
 __all__ = ["Plan", "make_plan", "optimal_plan"]
-
-_INF = np.iinfo(np.int64).max // 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,116 +169,3 @@ def _cached_plan(chain, order: str, devices: int) -> Plan:
         root, name = parse_order(order, model), ""
     return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
                 name, model.devices, tuple(chain.layers), tuple(chain.shapes))
-
-
-# Move codes stored by the DP, per interval and result form.
-_TAN, _ADJ, _JAC, _MUL_MM, _MUL_MS, _MUL_SM, _MUL_SS, _PUSH, _PULL = range(9)
-
-
-def optimal_plan(model: Model) -> Node:
-    """The cheapest plan tree (in fma) over the move set described in the module docstring.
-
-    Among plans of equal cost the one with fewest steps wins: the DP minimises the key
-    ``fma · scale + steps``, exact in int64 for chains up to about 10¹⁵ fma.
-    """
-    n, d = model.n, np.asarray(model.dims, dtype=np.int64)
-    per_device = -(-d // model.devices)  # seeds per device for TAN/ADJ steps
-    scale = 1 << max(4, (4 * n).bit_length())
-    # Every single step must fit: a sweep over the whole chain at the widest width, a product of
-    # the widest operators carrying all ranks, a Jacobian. Then every interval's best key stays
-    # below its own TAN key, and no sum of three keys overflows.
-    widest, ranks = max(model.dims), sum(s.rank for s in model.jac_structure[1:])
-    largest_step = max(widest * max(model.jvp_prefix[n], model.vjp_prefix[n]), widest ** 3 * (1 + 2 * ranks),
-                       2 * widest * (1 + ranks) ** 2, max(model.jac_cost))
-    if largest_step >= _INF // (4 * scale):
-        raise ValueError(f"chain too large to plan exactly in int64 (widths {model.dims})")
-    jvp_prefix = scale * np.asarray(model.jvp_prefix, dtype=np.int64)
-    vjp_prefix = scale * np.asarray(model.vjp_prefix, dtype=np.int64)
-    # key_m / key_s [i, j]: best (fma·scale + steps) for J_j ⋯ J_i as dense / as structured operator
-    key_m = np.full((n + 2, n + 2), _INF, dtype=np.int64)
-    key_s = np.full((n + 2, n + 2), _INF, dtype=np.int64)
-    rank = np.full((n + 2, n + 2), -1, dtype=np.int64)  # rank of the structured form (0: diagonal)
-    move_m = np.zeros((n + 2, n + 2), dtype=np.int64)
-    split_m = np.zeros((n + 2, n + 2), dtype=np.int64)
-    split_s = np.zeros((n + 2, n + 2), dtype=np.int64)
-
-    for i in range(1, n + 1):
-        tan = scale * per_device[i - 1] * model.jvp[i] + 1
-        adj = scale * per_device[i] * model.vjp[i] + 1
-        jac = scale * model.jac_cost[i] + 1
-        best, move = (tan, _TAN) if tan <= adj else (adj, _ADJ)
-        if model.jac_structure[i].kind == "matrix":
-            if jac < best:
-                best, move = jac, _JAC
-        else:
-            key_s[i, i], rank[i, i] = jac, model.jac_structure[i].rank
-        key_m[i, i], move_m[i, i] = best, move
-
-    for length in range(2, n + 1):
-        i = np.arange(1, n - length + 2)
-        j = i + length - 1
-        k = i[:, None] + np.arange(length - 1)[None, :]  # splits: right half i..k, left half k+1..j
-        I, J = i[:, None], j[:, None]
-        rows, inner, cols = d[J], d[k], d[I - 1]
-        rows_dev, cols_dev = per_device[J], per_device[I - 1]
-        m_left, m_right = key_m[k + 1, J], key_m[I, k]
-        s_left, s_right = key_s[k + 1, J], key_s[I, k]
-        r_left, r_right = rank[k + 1, J], rank[I, k]
-        best_left = np.minimum(m_left, s_left)
-        best_right = np.minimum(m_right, s_right)
-        whole = np.ones_like(k)
-        dense = np.full_like(k, DENSE_RANK)
-        # product costs from the one rule (operators.product_fma), with a form's rank code:
-        # DENSE_RANK for the dense form, the rank (0: diagonal) for the structured form
-        mm = product_fma(rows, inner, cols, dense, dense)
-        ms = product_fma(rows, inner, cols, dense, np.maximum(r_right, 0))
-        sm = product_fma(rows, inner, cols, np.maximum(r_left, 0), dense)
-        candidates = [
-            whole * (cols_dev * (jvp_prefix[J] - jvp_prefix[I - 1]) + 1),                      # TAN
-            whole * (rows_dev * (vjp_prefix[J] - vjp_prefix[I - 1]) + 1),                      # ADJ
-            whole * _INF,                                                                      # (JAC)
-            m_left + m_right + scale * mm + 1,                                                 # M @ M
-            np.where(r_right >= 0, m_left + s_right + scale * ms + 1, _INF),                   # M @ S
-            np.where(r_left >= 0, s_left + m_right + scale * sm + 1, _INF),                    # S @ M
-            whole * _INF,                                                                      # (S @ S)
-            best_right + cols_dev * (jvp_prefix[J] - jvp_prefix[k]) + 1,                       # push
-            best_left + rows_dev * (vjp_prefix[k] - vjp_prefix[I - 1]) + 1,                    # pull
-        ]
-        flat = np.stack([_clip(c) for c in candidates], axis=1).reshape(len(i), -1)  # moves × splits
-        arg = flat.argmin(axis=1)
-        row = np.arange(len(i))
-        key_m[i, j] = flat[row, arg]
-        move_m[i, j], split_m[i, j] = arg // k.shape[1], k[row, arg % k.shape[1]]
-        # structured result: both halves structured; its kind and rank don't depend on the split
-        product = scale * product_fma(rows, inner, cols, np.maximum(r_left, 0), np.maximum(r_right, 0)) + 1
-        ss = np.where((r_left >= 0) & (r_right >= 0), _clip(s_left + s_right + product), _INF)
-        arg_s = ss.argmin(axis=1)
-        key_s[i, j] = ss[row, arg_s]
-        split_s[i, j] = k[row, arg_s]
-        rank[i, j] = np.where(key_s[i, j] < _INF, r_left[:, 0] + r_right[:, 0], -1)
-
-    def build(lo, hi, structured):
-        if structured:
-            if lo == hi:
-                return model.jac(lo)
-            k = split_s[lo, hi]
-            return model.mul(build(k + 1, hi, True), build(lo, k, True))
-        move, k = move_m[lo, hi], split_m[lo, hi]
-        if move == _JAC:
-            return model.jac(lo)
-        if move == _TAN:
-            return model.tan(lo, hi)
-        if move == _ADJ:
-            return model.adj(lo, hi)
-        if move == _PUSH:
-            return model.tan(lo, hi, build(lo, k, key_s[lo, k] < key_m[lo, k]))
-        if move == _PULL:
-            return model.adj(lo, hi, build(k + 1, hi, key_s[k + 1, hi] < key_m[k + 1, hi]))
-        return model.mul(build(k + 1, hi, move == _MUL_SM), build(lo, k, move == _MUL_MS))
-
-    return build(1, n, key_s[1, n] < key_m[1, n])
-
-
-def _clip(a):
-    """Keep sums involving an impossible (infinite) form from overflowing."""
-    return np.minimum(a, _INF)
