@@ -214,6 +214,31 @@ def curvature_values() -> dict[str, Value]:
                 "curv.hessian": Value(_sci(_diff(h, h_ref)), "below", 1e-12)}
 
 
+def params_jacobian_values() -> dict[str, Value]:
+    """The parameter Jacobian of a small bottleneck sequence chain (the curvature benchmark's
+    shape, scaled down): the model fma of forward, reverse and the optimal segmentation, the
+    segments, and the largest difference of every order to jax.jacrev in float64."""
+    from jacket.compose import params_jacobian_costs
+    from jacket_bench.curvature_cases import bottleneck_sequence
+    with float64():
+        chain = bottleneck_sequence(tokens=16, features=8, hidden=16, bottleneck=2, width=32)
+        params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+        x = jax.random.normal(jax.random.PRNGKey(1), chain.in_shape, jnp.float64)
+
+        @jax.jit
+        def both(params, x):
+            return ([chain.jacobian(params, x, order, wrt="params") for order in ("forward", "reverse", "optimal")],
+                    jax.jacrev(lambda p: chain.apply(p, x))(params))
+        got, expected = both(params, x)
+        costs, plan = params_jacobian_costs(chain), chain.plan("optimal", wrt="params")
+        segments = "; ".join(f"layers {lo + 1}–{hi} {mode}" for lo, hi, mode in plan.segments)
+        return {"pjac.shapes": Value(" → ".join("×".join(map(str, s)) for s in chain.shapes)),
+                "pjac.forward": Value(f"{costs['forward']:,}"), "pjac.reverse": Value(f"{costs['reverse']:,}"),
+                "pjac.optimal": Value(f"{costs['optimal']:,}"), "pjac.segments": Value(segments),
+                "pjac.saving": Value(f"{costs['reverse'] / costs['optimal']:.2f}"),
+                "pjac.diff": Value(_sci(max(_diff(g, expected) for g in got)), "below", 1e-12)}
+
+
 # One entry per part: the function and the prefixes of the markers it fills. ``--parts`` runs a
 # subset; the markers of the other parts are then left alone.
 PARTS = {
@@ -223,6 +248,7 @@ PARTS = {
     "free": (index_free_costs, ("free.",)),
     "cost": (cost_model_values, ("cost.",)),
     "curvature": (curvature_values, ("curv.",)),
+    "params": (params_jacobian_values, ("pjac.",)),
 }
 
 

@@ -24,15 +24,27 @@ compilation of itself: its ratio is the noise floor of the group):
   tie in the model). Target: ``auto`` never slower than the reference, within the group's noise
   floor (``|control − 1|``). The cost model's numbers (``jacket.compose.ntk_costs``) and auto's
   choice are stored.
+* **Parameter Jacobian**, ``bottleneck_sequence`` (64 tokens × 32 features, a shared Dense to 64,
+  flatten, Dense to 4, then 4 → 256 → 256), batch 4: ``chain.jacobian(wrt="params")`` with the
+  optimal (mixed) plan and with one reverse sweep against per-example ``jax.jacrev`` (target:
+  optimal ≤ 1.0), with the model's fma ratio of the two plans beside the measured one.
+* **Dense Hessian**, MLP 16-32-4, batch 64, P = 676: ``jacket.hessian`` (P HVPs under
+  ``jax.vmap``) against ``jax.hessian`` of the loss in the flattened params (``jacfwd`` of
+  ``jacrev``: also P tangents through a reverse pass), with XLA's memory analysis of both
+  (reported, no target: both do P HVPs' work).
 """
 from __future__ import annotations
 
+from .curvature_cases import (_batch, _mlp, auto_choice, bottleneck_sequence, hessian_candidates,  # noqa: F401
+                              hvp_candidates, memory, ntk_candidates, ntk_chain, ntk_reference,
+                              params_jacobian_candidates, per_example_candidates, rel_error)
 from .timing import alternate, roofline, write_results
 
 NAME = "curvature"
 HVP_TARGET = 1.10
 PER_EXAMPLE_TARGET = 1.0
 NTK_TARGET = 1.0
+PARAMS_TARGET = 1.0
 HEADLINE_MLP = (784, 512, 512, 10)
 
 
@@ -43,135 +55,13 @@ def config(full: bool = False) -> dict:
             "ntk": [{"name": "cnn 1x8x8 (10 out)", "model": "cnn", "n": 8},
                     {"name": "narrow mlp 64-32-32-100", "widths": (64, 32, 32, 100), "n": 8},
                     {"name": "wide mlp 64-1024-1024-1", "widths": (64, 1024, 1024, 1), "n": 8}],
+            "params_chain": {"tokens": 64, "features": 32, "hidden": 64, "bottleneck": 4, "width": 256},
+            "params_batch": 4, "hessian_mlp": (16, 32, 4), "hessian_batch": 64,
             "scale": 1, "repeats": 15 if full else 5, "min_sample_s": 0.05 if full else 0.01, "roofline": {}}
 
 
 def n_steps(cfg: dict) -> int:
-    return 2 + len(cfg["ntk"])
-
-
-def _mlp(widths):
-    import jacket
-    return jacket.mlp(list(widths), activation="tanh")
-
-
-def _batch(chain, batch: int, seed: int = 0):
-    """``(params, x, labels, v)``: float32 params, a batch ``(B,) + s_0``, labels ``(B,)`` and a
-    random params direction ``v``."""
-    import jax
-    import jax.numpy as jnp
-    k_p, k_x, k_y, k_v = jax.random.split(jax.random.PRNGKey(seed), 4)
-    params = chain.init(k_p, jnp.float32)
-    x = jax.random.normal(k_x, (batch,) + tuple(chain.in_shape), jnp.float32)
-    labels = jax.random.randint(k_y, (batch,), 0, chain.out_shape[-1])
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(k_v, len(leaves))
-    v = jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
-    return params, x, labels, v
-
-
-def rel_error(a, b) -> float:
-    """``‖a − b‖ / ‖b‖`` over all leaves of two pytrees."""
-    import jax
-    import jax.numpy as jnp
-    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    num = sum(float(jnp.sum((x - y).astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32) ** 2))
-              for x, y in zip(la, lb))
-    den = sum(float(jnp.sum(y ** 2)) for y in lb)
-    return (num / max(den, 1e-300)) ** 0.5
-
-
-def memory(fn, args) -> dict:
-    """XLA's compiled memory analysis of ``fn`` on ``args``: temp / argument / output bytes."""
-    import jax
-    stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-    fields = {"temp_bytes": "temp_size_in_bytes", "argument_bytes": "argument_size_in_bytes",
-              "output_bytes": "output_size_in_bytes", "alias_bytes": "alias_size_in_bytes"}
-    if stats is None:
-        return {k: None for k in fields}
-    return {k: int(getattr(stats, attr, 0) or 0) for k, attr in fields.items()}
-
-
-# ---- candidates ---------------------------------------------------------------------------
-def hvp_candidates(chain, loss) -> dict:
-    """``(params, x, labels, v) -> params-shaped`` products: jacket's HVP and GGN, JAX's HVP
-    (``jvp`` of ``grad``) and JAX's GGN (``vjp`` of the net after the loss's HVP of ``jvp``)."""
-    import jax
-    import jacket
-
-    def jax_hvp(params, x, labels, v):
-        return jax.jvp(jax.grad(lambda p: loss.apply(chain.apply(p, x), labels)), (params,), (v,))[1]
-
-    def jax_ggn(params, x, labels, v):
-        z, z_dot = jax.jvp(lambda p: chain.apply(p, x), (params,), (v,))
-        h_z = jax.jvp(jax.grad(lambda zz: loss.apply(zz, labels)), (z,), (z_dot,))[1]
-        _, pull = jax.vjp(lambda p: chain.apply(p, x), params)
-        return pull(h_z)[0]
-    return {"jax hvp": jax_hvp, "jax hvp (control)": lambda *a: jax_hvp(*a),
-            "jacket.hvp": jacket.hvp(chain, loss, wrt="params"), "jacket.ggn_vp": jacket.ggn_vp(chain, loss),
-            "jax ggn": jax_ggn}
-
-
-def per_example_candidates(chain, loss) -> dict:
-    """``(params, x, labels) -> (values (B,), grads with a leading (B,) axis)``."""
-    import jax
-    import jacket
-
-    def one(params, x, label):
-        return loss.apply(chain.apply(params, x), label)
-    ref = jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0))
-    return {"jax vmap(grad)": ref, "jax vmap(grad) (control)": lambda *a: ref(*a),
-            "jacket.per_example_grads": jacket.per_example_grads(chain, loss)}
-
-
-def ntk_reference(chain):
-    """neural-tangents' implementation 1: per-example ``jax.jacrev`` parameter Jacobians of both
-    batches (``jax.vmap`` over the examples, as neural-tangents with ``vmap_axes``: the Jacobian
-    of the whole batch would pull ``n · n_N`` cotangents through all ``n`` examples),
-    ``(n, *s_N, *leaf)`` per leaf, contracted over the leaf axes and summed over leaves:
-    ``(n1, n2) + s_N + s_N``."""
-    import jax
-    import jax.numpy as jnp
-    out_rank = len(chain.out_shape)
-
-    def kernel(params, x1, x2):
-        def per_example(x):
-            return jax.vmap(lambda xi: jax.jacrev(lambda p: chain.apply(p, xi))(params))(x)
-        j1, j2 = per_example(x1), per_example(x2)
-        total = 0.0
-        for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2)):
-            n1, n2 = a.shape[0], b.shape[0]
-            a = a.reshape((n1,) + tuple(chain.out_shape) + (-1,))
-            b = b.reshape((n2,) + tuple(chain.out_shape) + (-1,))
-            axes_a = "".join(chr(ord("a") + i) for i in range(out_rank))
-            axes_b = "".join(chr(ord("m") + i) for i in range(out_rank))
-            total = total + jnp.einsum(f"i{axes_a}z,j{axes_b}z->ij{axes_a}{axes_b}", a, b)
-        return total
-    return kernel
-
-
-def ntk_candidates(chain) -> dict:
-    """``(params, x1, x2) -> (n1, n2) + s_N + s_N``."""
-    import jacket
-    ref = ntk_reference(chain)
-    fns = {"jax jacrev": ref, "jax jacrev (control)": lambda *a: ref(*a)}
-    for impl in ("auto", "jacobian", "ntvp"):
-        fns[f"jacket {impl}"] = (lambda f: lambda p, a, b: f(p, a, b))(jacket.ntk(chain, implementation=impl))
-    return fns
-
-
-def ntk_chain(shape: dict, scale: int = 1):
-    from .orders import small_cnn
-    if shape.get("model") == "cnn":
-        return small_cnn(scale)
-    return _mlp(shape["widths"])
-
-
-def auto_choice(chain, n1: int, n2: int) -> str:
-    """The implementation ``implementation="auto"`` picks: the cheaper in :func:`ntk_costs`."""
-    from jacket.compose import ntk_costs
-    costs = ntk_costs(chain, n1, n2)
-    return min(("jacobian", "ntvp"), key=lambda k: costs[k])
+    return 4 + len(cfg["ntk"])
 
 
 # ---- runs ---------------------------------------------------------------------------------
@@ -236,6 +126,44 @@ def measure_ntk(shape, cfg) -> dict:
             "memory": {k: memory(fns[k], args) for k in ("jax jacrev", "jacket auto")}}
 
 
+def measure_params_jacobian(cfg) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jacket.compose import params_jacobian_costs
+    chain = bottleneck_sequence(**cfg["params_chain"])
+    k_p, k_x = jax.random.split(jax.random.PRNGKey(3))
+    params = chain.init(k_p, jnp.float32)
+    x = jax.random.normal(k_x, (cfg["params_batch"],) + tuple(chain.in_shape), jnp.float32)
+    fns = params_jacobian_candidates(chain)
+    timing = _time(fns, (params, x), "jax jacrev", cfg)
+    expected = jax.jit(fns["jax jacrev"])(params, x)
+    costs = params_jacobian_costs(chain)
+    plan = chain.plan("optimal", wrt="params")
+    return {"case": f"bottleneck sequence {'×'.join(map(str, chain.in_shape))} -> {chain.dims[-1]} "
+                    f"b{cfg['params_batch']}", "shapes": [list(s) for s in chain.shapes],
+            "layers": [repr(layer) for layer in chain], "plan": [list(seg) for seg in plan.segments],
+            "model_fma": {"optimal": costs["optimal"], "reverse": costs["reverse"], "forward": costs["forward"]},
+            "median_s": timing["median_s"], "compile_s": timing["compile_s"], "rounds": timing["rounds"],
+            "ratio": timing["ratio"],
+            "rel_error": {k: rel_error(jax.jit(f)(params, x), expected) for k, f in fns.items() if k.startswith("jacket")},
+            "memory": {k: memory(fns[k], (params, x)) for k in ("jax jacrev", "jacket optimal", "jacket reverse")}}
+
+
+def measure_hessian(cfg, loss) -> dict:
+    import jax
+    chain = _mlp(cfg["hessian_mlp"])
+    params, x, labels, _ = _batch(chain, cfg["hessian_batch"], seed=4)
+    args = (params, x, labels)
+    fns = hessian_candidates(chain, loss)
+    timing = _time(fns, args, "jax.hessian", cfg)
+    expected = jax.jit(fns["jax.hessian"])(*args)
+    p = int(expected.shape[0])
+    return {"case": f"{'-'.join(map(str, cfg['hessian_mlp']))} b{cfg['hessian_batch']} P{p}", "params": p,
+            "median_s": timing["median_s"], "compile_s": timing["compile_s"], "rounds": timing["rounds"],
+            "ratio": timing["ratio"], "rel_error": rel_error(jax.jit(fns["jacket.hessian"])(*args), expected),
+            "memory": {k: memory(fns[k], args) for k in ("jax.hessian", "jacket.hessian")}}
+
+
 def _noise(result, control):
     return abs(result["ratio"][control] - 1.0)
 
@@ -256,6 +184,12 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
         if tick:
             tick(f"curvature ntk {shape['name']}")
         ntk.append(measure_ntk(shape, cfg))
+    if tick:
+        tick("curvature parameter Jacobian")
+    pj = measure_params_jacobian(cfg)
+    if tick:
+        tick("curvature dense Hessian")
+    hess = measure_hessian(cfg, loss)
 
     rows = [[f"hvp/ggn {hvp['case']}", k, hvp["median_s"][k] * 1e3, hvp["ratio"][k]] for k in hvp["median_s"]]
     rows.append([f"hvp/ggn {hvp['case']}", "jacket.ggn_vp / jax ggn", float("nan"), hvp["ggn_vs_jax_ggn"]])
@@ -263,6 +197,8 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
              for k in per_ex["median_s"]]
     for r in ntk:
         rows += [[f"ntk {r['case']} n{r['n1']}", k, r["median_s"][k] * 1e3, r["ratio"][k]] for k in r["median_s"]]
+    rows += [[f"params jacobian {pj['case']}", k, pj["median_s"][k] * 1e3, pj["ratio"][k]] for k in pj["median_s"]]
+    rows += [[f"hessian {hess['case']}", k, hess["median_s"][k] * 1e3, hess["ratio"][k]] for k in hess["median_s"]]
     print(format_table(["group", "candidate", "ms", "time / reference"], rows,
                        title="Curvature products against JAX (float32; reference first in each group; "
                              "'(control)' = the reference compiled again: the noise floor)"))
@@ -274,6 +210,12 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
         for k, m in per_ex["memory"].items()))
     print("per-example compiled HLO, ENTRY ops (jacket/jax): " + ", ".join(
         f"{k} {v['jacket.per_example_grads']}/{v['jax vmap(grad)']}" for k, v in per_ex["hlo"]["ops"].items()))
+    measured = pj["ratio"]["jacket optimal"] / pj["ratio"]["jacket reverse"]
+    print(f"params jacobian: plan {pj['plan']}; model fma optimal/reverse "
+          f"{pj['model_fma']['optimal'] / pj['model_fma']['reverse']:.2f}, measured time {measured:.2f}; memory temp "
+          + ", ".join(f"{k} {m['temp_bytes']}" for k, m in pj["memory"].items()))
+    print(f"hessian {hess['case']}: rel error {hess['rel_error']:.1e}; memory temp "
+          + ", ".join(f"{k} {m['temp_bytes']}" for k, m in hess["memory"].items()))
     for r in ntk:
         print(f"ntk {r['case']} n{r['n1']}: model fma jacobian {r['costs']['jacobian']:.3g}, ntvp "
               f"{r['costs']['ntvp']:.3g} -> auto chose {r['auto_choice']}")
@@ -292,10 +234,14 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
         ratio = r["ratio"]["jacket auto"]
         targets[f"ntk {r['case']}: auto ({r['auto_choice']}) / jax jacrev <= {NTK_TARGET} + noise floor "
                 f"{noise:.3f} ({ratio:.3f})"] = ratio <= NTK_TARGET + noise
+    ratio, noise = pj["ratio"]["jacket optimal"], _noise(pj, "jax jacrev (control)")
+    targets[f"params jacobian: optimal / jax jacrev <= {PARAMS_TARGET} ({ratio:.3f}, noise floor {noise:.3f})"] = \
+        ratio <= PARAMS_TARGET
     print(", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     record = {"targets": targets, "hvp_target": HVP_TARGET, "per_example_target": PER_EXAMPLE_TARGET,
               "ntk_target": NTK_TARGET, "repeats": cfg["repeats"], "hvp": hvp, "per_example": per_ex,
-              "ntk": ntk, "roofline": peak}
+              "ntk": ntk, "params_jacobian": pj, "params_target": PARAMS_TARGET, "hessian": hess,
+              "roofline": peak}
     record["files"] = write_results(NAME, record, out, figure=plot)
     return record
 
@@ -314,6 +260,12 @@ def bars(record: dict) -> list:
             label = f"ntk {r['case']}: {impl}" + (f" ({r['auto_choice']})" if impl == "auto" else "")
             items.append((label, r["ratio"][f"jacket {impl}"], record["ntk_target"] if impl == "auto" else None))
         items.append((f"ntk {r['case']}: control", r["ratio"]["jax jacrev (control)"], None))
+    pj, hess = record["params_jacobian"], record["hessian"]
+    items += [("params jac: optimal", pj["ratio"]["jacket optimal"], record["params_target"]),
+              ("params jac: reverse", pj["ratio"]["jacket reverse"], None),
+              ("params jac: control", pj["ratio"]["jax jacrev (control)"], None),
+              ("hessian / jax.hessian", hess["ratio"]["jacket.hessian"], None),
+              ("hessian control", hess["ratio"]["jax.hessian (control)"], None)]
     return items
 
 

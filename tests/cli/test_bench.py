@@ -106,7 +106,8 @@ def _tiny(name):
         cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
     elif name == "curvature":
         cfg.update(mlp=(6, 5, 5, 3), per_example_mlp=(6, 5, 3), batch=4, scale=8,
-                   ntk=[{"name": "mlp", "widths": (4, 3, 5), "n": 2}])  # the CNN shape compiles for ~10 s
+                   ntk=[{"name": "mlp", "widths": (4, 3, 5), "n": 2}], params_batch=2, hessian_mlp=(4, 3, 2),
+                   hessian_batch=4, params_chain={"tokens": 3, "features": 2, "hidden": 3, "bottleneck": 1, "width": 4})  # the CNN shape compiles for ~10 s
     return module, cfg
 
 
@@ -212,6 +213,18 @@ def test_curvature_candidates_agree():
         assert expected.shape == (2, 3) + tuple(chain.out_shape) * 2
         for impl in ("auto", "jacobian", "ntvp"):
             assert curvature.rel_error(jax.jit(fns[f"jacket {impl}"])(params, x1, x2), expected) < 1e-4, impl
+    chain = curvature.bottleneck_sequence(tokens=3, features=2, hidden=3, bottleneck=1, width=4)
+    assert chain.plan("optimal", wrt="params").order == "mixed"  # the group measures what it says
+    params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2,) + tuple(chain.in_shape))
+    out = {k: jax.jit(f)(params, x) for k, f in curvature.params_jacobian_candidates(chain).items()}
+    for name in ("jacket optimal", "jacket reverse"):
+        assert curvature.rel_error(out[name], out["jax jacrev"]) < 1e-4, name
+    chain = curvature._mlp((4, 3, 2))
+    args = curvature._batch(chain, 5)[:3]
+    out = {k: jax.jit(f)(*args) for k, f in curvature.hessian_candidates(chain, loss).items()}
+    assert out["jax.hessian"].shape == (23, 23)
+    assert curvature.rel_error(out["jacket.hessian"], out["jax.hessian"]) < 1e-4
 
 
 def test_cli_rejects_unknown_benchmark(capsys):

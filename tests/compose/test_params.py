@@ -39,6 +39,17 @@ def _jacrev(chain, params, x):
     return one(x) if x.shape == chain.in_shape else jax.vmap(one)(x)
 
 
+def _assert_orders_equal_jacrev(chain, params, x, orders):
+    """Every order (a name or a ParamsPlan) against jax.jacrev, compiled as one program."""
+    @jax.jit
+    def both(params, x):
+        return [chain.jacobian(params, x, order, wrt="params") for order in orders], _jacrev(chain, params, x)
+    got, expected = both(params, x)
+    for order, jac in zip(orders, got):
+        assert_close(jac, expected, FLOAT64), order
+    return got
+
+
 def _ntk_reference(chain, params, x1, x2):
     j1, j2 = _jacrev(chain, params, x1), _jacrev(chain, params, x2)
     n_out = chain.dims[-1]
@@ -69,13 +80,7 @@ def test_params_jacobian_equals_jacrev_in_every_order(name):
     params, x = _draw(chain, batch)
 
     orders = ORDERS if name == "mlp_one_example" else ORDERS[:2]  # "optimal" is one of the two
-
-    @jax.jit
-    def both(params, x):
-        return [chain.jacobian(params, x, order, wrt="params") for order in orders], _jacrev(chain, params, x)
-    got, expected = both(params, x)
-    for order, jac in zip(orders, got):
-        assert_close(jac, expected, FLOAT64), order
+    got = _assert_orders_equal_jacrev(chain, params, x, orders)
     leaf = jax.tree_util.tree_leaves(params)[0]
     assert jax.tree_util.tree_leaves(got[0])[0].shape == batch + chain.out_shape + leaf.shape
 
@@ -85,13 +90,7 @@ def test_params_jacobian_equals_jacrev_in_every_order(name):
 def test_random_nested_chains_equal_jacrev(body, seed):
     chain = jacket.Chain([jacket.Dense(2, D)] + body + [jacket.Dense(D, 2)])
     params, x = _draw(chain, (2,), seed)
-
-    @jax.jit
-    def both(params, x):
-        return [chain.jacobian(params, x, order, wrt="params") for order in ORDERS[:2]], _jacrev(chain, params, x)
-    got, expected = both(params, x)
-    for jac in got:
-        assert_close(jac, expected, FLOAT64)
+    _assert_orders_equal_jacrev(chain, params, x, ORDERS)
 
 
 def test_the_default_is_the_input_jacobian_and_list_params_give_lists():
@@ -108,9 +107,55 @@ def test_optimal_is_the_cheaper_order_by_the_declared_costs():
     for chain, best in ((many_params, "reverse"), (many_outputs, "forward")):
         costs = params_jacobian_costs(chain)
         assert min(("forward", "reverse"), key=costs.get) == best, costs
-        from jacket.compose._params import resolve_order
-        assert resolve_order(chain, "optimal") == best
+        assert chain.plan("optimal", wrt="params").order == best
     assert params_jacobian_costs(many_params)["entries"] == (56, 0, 9)
+
+
+# ---- mixed plans: segments re-seeded at a boundary -------------------------------------------
+# Eight tokens share the first Dense: its rules cost eight times its parameters, so rows through it
+# are dear; after the one-wide Dense(48, 1) the output is eight wide again.
+BOTTLENECK = jacket.Chain([jacket.Dense(3, 6), jacket.Tanh(), jacket.Flatten(), jacket.Dense(48, 1),
+                           jacket.Dense(1, 8), jacket.Tanh(), jacket.Dense(8, 8)], in_shape=(8, 3))
+
+
+def _all_segmentations(n, first):
+    """Every cut of boundaries first … n into segments, each in either mode, from the output end."""
+    if first == n:
+        yield ()
+        return
+    for hi in range(first + 1, n + 1):
+        for mode in ("forward", "reverse"):
+            for rest in _all_segmentations(n, hi):
+                yield tuple(sorted(((first, hi, mode),) + rest, key=lambda seg: -seg[1]))
+
+
+@pytest.mark.parametrize("chain", [BOTTLENECK, jacket.mlp([4, 3, 5, 2]), BLOCKS,
+                                   jacket.Chain([jacket.Tanh(), jacket.Dense(4, 1), jacket.Dense(1, 1, bias=False),
+                                                 jacket.Parallel([jacket.Tanh()] * 6, merge="concat")], in_shape=(4,))],
+                         ids=["bottleneck", "mlp", "blocks", "wide_output"])
+def test_the_optimal_segmentation_costs_the_brute_force_minimum(chain):
+    from jacket.compose._params import _costs, _segments_fma
+    c = _costs(chain)
+    every = {seg: _segments_fma(c, seg) for seg in _all_segmentations(len(chain), c.first)}
+    plan = chain.plan("optimal", wrt="params")
+    assert plan.fma == min(every.values()) == params_jacobian_costs(chain)["optimal"]
+    assert plan.segments in every
+    assert every[plan.segments] <= min(every[((c.first, len(chain), m),)] for m in ("forward", "reverse"))
+
+
+def test_a_bottleneck_re_seeds_the_reverse_sweep_and_equals_jacrev():
+    """Eight outputs behind a one-wide layer, a shared Dense before it: the optimal plan pulls 8
+    rows back to the bottleneck and one row through the layers before it, then multiplies."""
+    plan = BOTTLENECK.plan("optimal", wrt="params")
+    costs = params_jacobian_costs(BOTTLENECK)
+    assert plan.order == "mixed" and len(plan.segments) >= 2, plan.segments
+    assert plan.fma < min(costs["forward"], costs["reverse"])
+    assert "mixed" in str(plan) and "segment" in str(plan)
+    params, x = _draw(BOTTLENECK, (2,))
+    some = [plan.segments, ((4, 7, "forward"), (0, 4, "reverse")), ((2, 7, "reverse"), (0, 2, "forward")),
+            ((6, 7, "forward"), (3, 6, "reverse"), (0, 3, "forward"))]
+    _assert_orders_equal_jacrev(BOTTLENECK, params, x, [jacket.compose.ParamsPlan(BOTTLENECK, seg, "given")
+                                                        for seg in some])
 
 
 # ---- per-example gradients ------------------------------------------------------------------
@@ -186,10 +231,12 @@ def test_errors_name_what_was_given():
     params, x = _draw(chain, ())
     with pytest.raises(ValueError, match=r"wrt must be 'x' or 'params', got 'weights'"):
         chain.jacobian(params, x, wrt="weights")
-    with pytest.raises(ValueError, match=r"order must be one of .* got '\(J2 J1\)'.*not yet offered"):
+    with pytest.raises(ValueError, match=r"order must be one of .* got '\(J2 J1\)'.*not offered"):
         chain.jacobian(params, x, "(J2 J1)", wrt="params")
     with pytest.raises(ValueError, match=r"got Plan"):
         chain.jacobian(params, x, chain.plan("optimal"), wrt="params")
+    with pytest.raises(ValueError, match=r"the plan was made for Chain\(\[Dense\(3, 5\)"):
+        chain.jacobian(params, x, jacket.mlp([3, 5, 2]).plan("reverse", wrt="params"), wrt="params")
     with pytest.raises(ValueError, match=r"must have a batch axis"):
         jacket.per_example_grads(chain, jacket.MeanSquaredError())(params, x, jnp.zeros(2))
     with pytest.raises(ValueError, match=r"target must have the batch axis of x \(2\)"):
@@ -207,8 +254,11 @@ def test_the_params_plan_prints_both_orders_and_its_rows_sum_to_them(capsys):
     assert plan.order == min(("forward", "reverse"), key=costs.get) and plan.fma == min(costs["forward"], costs["reverse"])
     text = chain.plan("forward", wrt="params").table()
     assert f"forward (one tangent per parameter):     {costs['forward']:,} fma" in text
-    assert "x the cheaper order" in text and "not offered for wrt='params'" in text
-    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert "x the better single mode" in text
+    segments, layers = text.split("\n\n")[1:]
+    assert segments.splitlines()[2].split()[:3] == ["1", "1-3", "forward"]
+    rows = [line.split() for line in layers.splitlines()[2:]]
+    assert len(rows) == len(chain)
     assert sum(int(r[-2].replace(",", "")) for r in rows) == costs["forward"]
     assert sum(int(r[-1].replace(",", "")) for r in rows) == costs["reverse"]
     with pytest.raises(ValueError, match=r"wrt must be 'x' or 'params', got 'theta'"):

@@ -69,6 +69,25 @@ def test_architecture_rows():
 
 
 def test_planning_time():
-    longest = _load("planning")["results"][-1]
-    assert longest["layers"] == 200
-    assert re.search(rf"\| {round(longest['max_s'] * 1e3)} ms at most \|", _row("planning a 200-layer chain"))
+    results = {r["layers"]: r for r in _load("planning")["results"]}
+    for layers, target in [(200, "50 ms"), (1000, "1 s")]:
+        row = _row(f"planning a {layers}-layer chain")
+        assert re.search(rf"\| {round(results[layers]['max_s'] * 1e3)} ms at most \(target < {target}\) \|", row)
+
+
+def test_curvature_rows():
+    curv = _load("curvature")
+    hvp, pe, pj, hess = curv["hvp"]["ratio"], curv["per_example"], curv["params_jacobian"], curv["hessian"]
+    assert f"| {hvp['jacket.hvp']:.2f} / {hvp['jacket.ggn_vp']:.2f} (target" in _row("Hessian-vector product")
+    temp = pe["memory"]["jax vmap(grad)"]["temp_bytes"]
+    assert pe["memory"]["jacket.per_example_grads"]["temp_bytes"] <= 1024  # "1 KiB"
+    assert f"| {pe['ratio']['jacket.per_example_grads']:.2f} (target ≤ 1.0; temp memory 1 KiB against " \
+           f"{round(temp / 1e6)} MB)" in _row("per-example gradients")
+    ntk = " / ".join(f"{r['ratio']['jacket auto']:.2f}" for r in curv["ntk"])
+    assert f"| {ntk} |" in _row("empirical NTK")
+    model = pj["model_fma"]["optimal"] / pj["model_fma"]["reverse"]
+    assert f"| {pj['ratio']['jacket optimal']:.2f} / {pj['ratio']['jacket reverse']:.2f} (target ≤ 1.0; model: " \
+           f"mixed {model:.2f}× reverse's fma)" in _row("parameter Jacobian")
+    mem = hess["memory"]
+    assert f"| {hess['ratio']['jacket.hessian']:.2f} (temp memory {mem['jacket.hessian']['temp_bytes'] / 1e6:.1f} MB " \
+           f"against {mem['jax.hessian']['temp_bytes'] / 1e6:.1f} MB)" in _row("dense Hessian")

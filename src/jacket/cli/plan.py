@@ -25,7 +25,7 @@ def add_arguments(parser):
                              "inner orders for blocks such as 'J2[reverse] J1' (default optimal)")
     parser.add_argument("--wrt", choices=("x", "params"), default="x",
                         help="the Jacobian with respect to the input (default) or the parameters "
-                             "(orders forward | reverse | optimal)")
+                             "(orders forward | reverse | optimal: the cheapest mixed segmentation)")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")

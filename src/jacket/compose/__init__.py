@@ -6,7 +6,8 @@ from ._blocks import Block, Parallel, Residual
 from ._chain import Chain
 from ._curvature import ggn_vp, hessian, hvp
 from ._mlp import mlp
-from ._params import ParamsPlan, ntk, ntk_costs, params_jacobian, params_jacobian_costs, params_plan, per_example_grads
+from ._params import ParamsPlan, params_jacobian, params_jacobian_costs, params_plan
+from ._per_example import ntk, ntk_costs, per_example_grads
 
 __all__ = ["Chain", "Residual", "Parallel", "Block", "mlp", "value_and_grad", "params_jacobian",
            "params_jacobian_costs", "params_plan", "ParamsPlan", "per_example_grads", "ntk", "ntk_costs", "hvp", "ggn_vp", "hessian"]

@@ -384,7 +384,7 @@ class Chain(Layer):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
         order and devices). With ``devices > 1`` the TAN/ADJ seeds are split across that many
         devices and costs are per device. ``wrt="params"``: the plan of the parameter Jacobian
-        (:class:`jacket.compose.ParamsPlan`: forward or reverse, with both costs)."""
+        (:class:`jacket.compose.ParamsPlan`: forward, reverse or the cheapest segmentation)."""
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_plan
             check_wrt(wrt)
@@ -404,7 +404,8 @@ class Chain(Layer):
 
         ``wrt="params"``: the Jacobian with respect to the parameters instead, a pytree like
         ``params`` with leaves ``s_N + leaf_shape`` (``(batch,) + …`` for a batch); ``order`` is
-        then ``"forward"``, ``"reverse"`` or ``"optimal"`` only (``compose/_params.py``)."""
+        then ``"forward"``, ``"reverse"``, ``"optimal"`` (a mixed plan: segments, each swept in
+        either mode) or a plan from ``plan(..., wrt="params")`` (``compose/_params.py``)."""
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_jacobian
             check_wrt(wrt)
