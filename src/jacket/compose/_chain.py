@@ -380,20 +380,27 @@ class Chain(Layer):
         return like(params_bar), y_bar, like(params_bar_dot), y_bar_dot
 
     # ---- orders (see jacket/planning) --------------------------------------------------
-    def plan(self, order="optimal", devices: int = 1, wrt="x"):
+    def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
-        order and devices). With ``devices > 1`` the TAN/ADJ seeds are split across that many
-        devices and costs are per device. ``wrt="params"``: the plan of the parameter Jacobian
-        (:class:`jacket.compose.ParamsPlan`: forward, reverse or the cheapest segmentation)."""
+        order, devices and cost model). With ``devices > 1`` the TAN/ADJ seeds are split across
+        that many devices and costs are per device. ``cost``: ``"fma"`` (default, exact and
+        machine-independent), ``"calibrated"`` (predicted seconds from rates measured on this
+        device: ``jacket calibrate``; "optimal" is then the fastest predicted plan) or a cost
+        model. ``order="fastest"`` autotunes: the best few plans under the calibrated model are
+        compiled and timed here, and the winner is cached on disk (``jacket.tuning``).
+        ``wrt="params"``: the plan of the parameter Jacobian (:class:`jacket.compose.ParamsPlan`:
+        forward, reverse or the cheapest segmentation)."""
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_plan
             check_wrt(wrt)
             if devices != 1:
                 raise ValueError("Chain.plan(wrt='params') does not split over devices yet, got devices="
                                  f"{devices!r}")
+            if cost is not None and cost != "fma":
+                raise ValueError(f"Chain.plan(wrt='params') plans by fma only, got cost={cost!r}")
             return params_plan(self, order)
         from ..planning import make_plan
-        return make_plan(self, order, devices)
+        return make_plan(self, order, devices, cost)
 
     def jacobian(self, params, x, order="optimal", mesh=None, wrt="x"):
         """The Jacobian at x: shape ``s_N + s_0`` for one example (as ``jax.jacfwd``), or

@@ -28,6 +28,7 @@ class Model:
         if int(devices) < 1:
             raise ValueError(f"devices must be a positive integer, got {devices}")
         self.devices = int(devices)
+        self.chain = chain
         self.n = len(chain)
         self.dims = tuple(chain.dims)
         layers, shapes = chain.layers, chain.shapes

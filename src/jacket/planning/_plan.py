@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .._table import format_table
+from ._costs import FMA, CostModel, fixed_ticks, step_ticks, tree_ticks
 from ._dp import optimal_plan
 from ._model import Model
 from ._nodes import Node
@@ -50,7 +51,9 @@ class Plan:
     Attributes: ``fma`` (model cost), ``order`` (a string that re-parses to the same plan),
     ``steps`` (nodes in execution order), ``forward_fma`` / ``reverse_fma`` (the two classic
     modes), ``speedup`` (their minimum over ``fma``), ``largest_intermediate`` (floats),
-    ``peak_memory`` (floats held at once, tape of activations included), ``dims``.
+    ``peak_memory`` (floats held at once, tape of activations included), ``dims``; ``cost``
+    (the cost model it was planned and is priced under, ``FMA`` by default) with ``ticks`` and,
+    for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model.
     """
 
     root: Node
@@ -62,6 +65,8 @@ class Plan:
     devices: int = 1
     layers: tuple = ()
     shapes: tuple = ()
+    cost: CostModel = FMA
+    model: Model | None = None
 
     def __eq__(self, other):
         return isinstance(other, Plan) and (self.root, self.dims, self.devices) == \
@@ -77,6 +82,21 @@ class Plan:
     @property
     def order(self) -> str:
         return self.root.order()
+
+    @property
+    def ticks(self) -> int:
+        """This plan's cost under its cost model (fma for ``FMA``, picoseconds when calibrated)."""
+        return tree_ticks(self.cost, self.model, self.root)
+
+    @property
+    def predicted_s(self) -> float | None:
+        """Predicted seconds of one call under a calibrated cost model (the steps, plus the
+        compiled call and the forward pass every plan pays); ``None`` under ``FMA``."""
+        return self.predict(self.cost)
+
+    def predict(self, cost: CostModel) -> float | None:
+        """Predicted seconds of this plan under ``cost`` (``None`` if it does not predict time)."""
+        return cost.seconds(tree_ticks(cost, self.model, self.root) + fixed_ticks(cost, self.model))
 
     @property
     def steps(self) -> tuple[Node, ...]:
@@ -122,7 +142,15 @@ class Plan:
         if self.devices > 1:
             head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
                            f"TAN/ADJ seeds split, products whole)")
-        return "\n".join(head) + "\n\n" + format_table(["step", "op", "factors", "result", "fma"], self._rows())
+        columns = ["step", "op", "factors", "result", "fma"]
+        if self.cost.predicts_time:
+            forward, reverse = (_cached_plan(self.model.chain, o, self.devices, self.cost).predicted_s
+                                for o in ("forward", "reverse"))
+            head.insert(5, f"  {'predicted time:':<24}{_ms(self.predicted_s):>{width}} "
+                           f"(forward {_ms(forward).strip()}, reverse {_ms(reverse).strip()}; "
+                           f"{self.cost.name} on {self.cost.rates.device})")
+            columns.append("predicted")
+        return "\n".join(head) + "\n\n" + format_table(columns, self._rows())
 
     def _rows(self, prefix="", depth=0):
         """One row per step; a block's JAC step is followed by its chains' plans, indented and
@@ -130,7 +158,10 @@ class Plan:
         rows, indent = [], "  " * depth
         for k, step in enumerate(self.steps, 1):
             label = f"{prefix}{k}" if prefix else k  # plain numbers (right-aligned) without blocks
-            rows.append((label, indent + step.op, step.describe(), step.structure.describe(), step.step_fma))
+            row = (label, indent + step.op, step.describe(), step.structure.describe(), step.step_fma)
+            if self.cost.predicts_time:
+                row += (_ms(self.cost.seconds(step_ticks(self.cost, self.model, step))).strip(),)
+            rows.append(row)
             plans = getattr(step, "plans", ())
             for b, inner in enumerate(plans, 1):
                 sub = f"{label}." if len(plans) == 1 else f"{label}.b{b}."
@@ -138,10 +169,30 @@ class Plan:
         return rows
 
 
-def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
+def resolve_cost(cost) -> CostModel:
+    """``"fma"`` (or ``None``), ``"calibrated"`` (this device's cached rates, measured first when
+    there are none), a :class:`~jacket.planning._costs.Rates` or a ``CostModel``."""
+    from ._costs import CalibratedCost, Rates
+    if cost is None or (isinstance(cost, str) and cost.strip().lower() == "fma"):
+        return FMA
+    if isinstance(cost, CostModel):
+        return cost
+    if isinstance(cost, Rates):
+        return CalibratedCost(cost)
+    if isinstance(cost, str) and cost.strip().lower() == "calibrated":
+        from ..tuning import rates_for
+        return CalibratedCost(rates_for())
+    raise ValueError(f"cost must be 'fma', 'calibrated', a Rates or a CostModel, got {cost!r}")
+
+
+def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None) -> Plan:
     """The :class:`Plan` of ``order`` for ``chain``: a Plan (returned as is if it fits the chain),
-    ``"forward"``, ``"reverse"``, ``"optimal"``, or an order string (see ``_orders.py``).
-    ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device)."""
+    ``"forward"``, ``"reverse"``, ``"optimal"`` (the cheapest under ``cost``), ``"fastest"``
+    (autotuned: the best few plans under the calibrated model compiled and timed on this device,
+    the winner cached on disk, :mod:`jacket.tuning`), or an order string (see ``_orders.py``).
+    ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device).
+    ``cost``: see :func:`resolve_cost`; the plan is priced (and "optimal" chosen) under it.
+    ``dtype``: what "fastest" times (default float32; ``chain.jacobian`` passes its input's)."""
     if isinstance(order, Plan):
         if order.shapes != tuple(chain.shapes) or order.layers != tuple(chain.layers):
             raise ValueError(f"this plan was made for another chain ({order.layers}, widths {order.dims}), "
@@ -152,11 +203,15 @@ def make_plan(chain, order="optimal", devices: int = 1) -> Plan:
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
     named = order.strip().lower()
-    return _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices)
+    if named == "fastest":
+        from ..tuning import fastest_plan
+        return fastest_plan(chain, devices=devices, dtype=dtype or "float32")
+    cost = resolve_cost(cost)
+    return _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices, cost)
 
 
 @lru_cache(maxsize=512)
-def _cached_plan(chain, order: str, devices: int) -> Plan:
+def _cached_plan(chain, order: str, devices: int, cost: CostModel = FMA) -> Plan:
     model = Model(chain, devices)
     key = order.strip().lower()
     if key == "forward":
@@ -164,8 +219,28 @@ def _cached_plan(chain, order: str, devices: int) -> Plan:
     elif key == "reverse":
         root, name = model.adj(1, model.n), "reverse"
     elif key == "optimal":
-        root, name = optimal_plan(model), "optimal"
+        root, name = _optimal(model, cost), "optimal"
     else:
         root, name = parse_order(order, model), ""
     return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
-                name, model.devices, tuple(chain.layers), tuple(chain.shapes))
+                name, model.devices, tuple(chain.layers), tuple(chain.shapes), cost, model)
+
+
+def _optimal(model, cost):
+    """The DP under ``cost``; a calibrated model whose ticks overflow the DP's int64 keys on this
+    chain is retried with coarser ticks (the plan is priced under ``cost`` all the same)."""
+    from ._costs import coarser
+    for _ in range(4):
+        try:
+            return optimal_plan(model, cost)
+        except ValueError as err:
+            if not (cost.predicts_time and "too large to plan exactly" in str(err)):
+                raise
+            cost = coarser(cost)
+    return optimal_plan(model, cost)
+
+
+def _ms(seconds) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.3g} µs"
