@@ -168,3 +168,10 @@ def multiplications(jaxpr) -> int:
             if hasattr(inner, "eqns"):
                 count += multiplications(inner)
     return count
+
+
+@pytest.fixture(autouse=True)
+def _private_jacket_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty jacket cache (calibrations, autotuned plans): nothing is read from
+    or written to the user's, and no test depends on what another measured."""
+    monkeypatch.setenv("JACKET_CACHE_DIR", str(tmp_path_factory.mktemp("jacket-cache")))

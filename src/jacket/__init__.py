@@ -6,7 +6,8 @@ reverse accumulation, any bracketing, and an optimal mixed-mode plan.
 
 Layout: ``core`` (layer protocol, shapes, tangent conventions, checks), ``layers`` (built-in
 layers), ``losses``, ``compose`` (Chain, mlp, backprop), ``operators`` (structured Jacobians and
-their product rule), ``planning`` (plan nodes, cost model, orders, the DP), ``execute``
+their product rule), ``planning`` (plan nodes, cost models, orders, the DP), ``tuning``
+(calibration and autotuning on the device), ``execute``
 (executor, sharding), ``testing`` (the rule checker), ``interop`` (export to JAX), ``registry``
 (the built-ins by name), ``cli`` (the ``jacket`` command).
 """

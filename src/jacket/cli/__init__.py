@@ -1,4 +1,4 @@
-"""The ``jacket`` command: ``jacket demo | plan | check | bench | train``.
+"""The ``jacket`` command: ``jacket demo | plan | check | bench | train | calibrate``.
 
 The ``jacket`` command, one module per subcommand: ``jacket/cli/<name>.py`` exposes ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. A new command is a new module here and a
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("demo", "plan", "check", "bench", "train")
+COMMANDS = ("demo", "plan", "check", "bench", "train", "calibrate")
 
 
 def _module(name):

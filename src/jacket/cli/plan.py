@@ -21,11 +21,15 @@ def add_arguments(parser):
     parser.add_argument("--act", default="tanh", choices=tuple(ACTIVATIONS) + ("none",),
                         help="activation after every Dense layer but the last (default tanh)")
     parser.add_argument("--order", default="optimal",
-                        help="forward | reverse | optimal | a bracketing such as '(J3 (J2 J1))', with "
-                             "inner orders for blocks such as 'J2[reverse] J1' (default optimal)")
+                        help="forward | reverse | optimal | fastest (autotuned on this device) | a "
+                             "bracketing such as '(J3 (J2 J1))', with inner orders for blocks such as "
+                             "'J2[reverse] J1' (default optimal)")
     parser.add_argument("--wrt", choices=("x", "params"), default="x",
                         help="the Jacobian with respect to the input (default) or the parameters "
                              "(orders forward | reverse | optimal: the cheapest mixed segmentation)")
+    parser.add_argument("--cost", choices=("fma", "calibrated"), default="fma",
+                        help="what 'optimal' minimises and the table prices: fma (default, exact) or "
+                             "calibrated (predicted time from this device's rates: `jacket calibrate`)")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -57,7 +61,7 @@ def run(args) -> int:
     else:
         chain = build_chain(parse_widths(args.widths), args.act)
     try:
-        plan = chain.plan(args.order, wrt=args.wrt)
+        plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost)
     except ValueError as err:
         print(f"jacket plan: {err}")
         return 2

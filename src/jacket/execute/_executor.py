@@ -31,7 +31,7 @@ def jacobian(chain, params, x, order="optimal", mesh=None):
     chain.check_params(params, "Chain.jacobian")
     x = check_input(x, chain.in_shape, "Chain.jacobian")
     batched = bool(split_batch(x.shape, chain.in_shape, "Chain.jacobian"))
-    plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1)
+    plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype)
     if mesh is None:
         if batched:
             return jax.vmap(lambda xi: _dense(chain, plan, params, xi))(x)

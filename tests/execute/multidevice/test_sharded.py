@@ -122,8 +122,8 @@ def test_the_plan_is_made_for_what_runs(monkeypatch):
     from jacket.execute import _executor
     asked = []
     real = _executor.make_plan
-    monkeypatch.setattr(_executor, "make_plan", lambda chain, order, devices: asked.append(devices) or
-                        real(chain, order, devices))
+    monkeypatch.setattr(_executor, "make_plan", lambda chain, order, devices, **kw: asked.append(devices) or
+                        real(chain, order, devices, **kw))
     chain, params, x = _setup("bottleneck")
     mesh = make_mesh(4)
     batch = jnp.stack([x, 2 * x, -x])
