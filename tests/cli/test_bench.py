@@ -99,7 +99,7 @@ def _tiny(name):
     elif name == "associativity":
         cfg.update(sizes=(4, 8), depth=1)
     elif name == "orders":
-        cfg.update(families=("bottleneck", "transformer"), scale=128)
+        cfg.update(families=("bottleneck", "transformer"), scale=128, calibrate=False, autotune_rounds=1)
     elif name == "planning":
         cfg = dict(cfg, lengths=(3, 6), repeats=1)
     elif name == "scaling":

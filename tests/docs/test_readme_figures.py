@@ -49,7 +49,7 @@ def test_orders_speedups():
     families = {f["family"]: f for f in _load("orders")["families"]}
     bottleneck = families["bottleneck"]
     row = _row("bottleneck chain")
-    assert f"{1 / bottleneck['ratio']['optimal']:.1f}× faster" in row
+    assert f"{1 / bottleneck['ratio']['optimal']:.1f}× / {1 / bottleneck['ratio']['fastest']:.1f}× faster" in row
     assert f"model predicts {1 / bottleneck['predicted_ratio']['optimal']:.0f}×" in row
     others = " / ".join(f"{1 / families[name]['ratio']['optimal']:.2f}×"
                         for name in ("uniform", "funnel", "expanding", "elementwise-heavy"))
@@ -91,3 +91,20 @@ def test_curvature_rows():
     mem = hess["memory"]
     assert f"| {hess['ratio']['jacket.hessian']:.2f} (temp memory {mem['jacket.hessian']['temp_bytes'] / 1e6:.1f} MB " \
            f"against {mem['jax.hessian']['temp_bytes'] / 1e6:.1f} MB)" in _row("dense Hessian")
+
+
+def test_cost_model_and_autotune_rows():
+    import math
+    orders = _load("orders")
+    p = orders["prediction"]
+    row = _row("every order of the eight families")
+    assert f"({p['calibrated']['points']} points)" in row
+    assert (f"median ×{math.exp(p['calibrated']['median_abs_log']):.2f} / ×{math.exp(p['fma']['median_abs_log']):.2f} "
+            f"off, rank correlation {p['calibrated']['spearman']:.2f} / {p['fma']['spearman']:.2f}") in row
+    families, names = orders["families"], orders["orders"]
+    slowest = min(families, key=lambda f: 1 / f["ratio"]["fastest"])
+    worst = max(families, key=lambda f: f["median_s"]["fastest"] / min(f["median_s"][m] for m in names))
+    gap = worst["median_s"]["fastest"] / min(worst["median_s"][m] for m in names)
+    row = _row("the planner's choice")
+    assert f"worst {1 / slowest['ratio']['fastest']:.2f}× the speed ({slowest['family']};" in row
+    assert f"worst {gap:.2f}× the fastest order ({worst['family']};" in row
