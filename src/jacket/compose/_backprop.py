@@ -7,15 +7,21 @@ import jax.numpy as jnp
 
 from ..core._tangents import cast_like
 from ._chain import Chain
+from ._checkpoint import forward_boundaries, pull_checkpointed, segments
 
 __all__ = ["value_and_grad"]
 
 
-def value_and_grad(chain: Chain, loss) -> Callable:
-    """``value_and_grad(chain, loss)(params, x, target) -> (value, params_grad)``.
+def value_and_grad(chain: Chain, loss, checkpoint=None) -> Callable:
+    """``value_and_grad(chain, loss, checkpoint=None)(params, x, target) -> (value, params_grad)``.
 
     One forward pass records the tape; the loss's VJP seeds ``y_bar``; the layers' VJP rules pull
     it back. ``params_grad`` has the structure and dtypes of ``params``. Pure: compose with ``jax.jit``.
+
+    ``checkpoint``: keep only some activations and recompute the rest segment by segment during
+    the backward pass (``compose/_checkpoint.py``): ``"sqrt"`` (⌈√N⌉ segments: O(√N) activations
+    for one more forward pass), a number of segments, or the layer indices after which to keep
+    the activation. The values are unchanged; ``None`` (default) keeps the whole tape.
     """
     from ..losses import Loss
     if not isinstance(chain, Chain):
@@ -23,10 +29,19 @@ def value_and_grad(chain: Chain, loss) -> Callable:
     if not isinstance(loss, Loss):
         raise TypeError(f"value_and_grad expects a jacket.Loss as its second argument, got {loss!r}")
 
+    bounds = segments(len(chain), checkpoint)
+
     def value_and_grad_fn(params, x, target):
-        y, tape = chain.forward(params, x)
+        if checkpoint is None:
+            y, tape = chain.forward(params, x)
+        else:
+            chain.check_params(params, "value_and_grad")
+            y, kept = forward_boundaries(chain, params, chain._check_x(x, "value_and_grad"), bounds)
         value = loss.apply(y, target)
         y_bar = cast_like(loss.vjp(y, target, value, jnp.ones((), y.dtype)), y)
-        params_bar, _ = chain.pull(params, tape, y_bar)
+        if checkpoint is None:
+            params_bar, _ = chain.pull(params, tape, y_bar)
+        else:
+            params_bar, _ = pull_checkpointed(chain, params, kept, bounds, y_bar)
         return value, params_bar
     return value_and_grad_fn

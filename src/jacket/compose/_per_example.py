@@ -19,7 +19,7 @@ from ._params import check_order, one_example, params_jacobian_costs, resolve_pl
 __all__ = ["per_example_grads", "ntk", "ntk_costs"]
 
 
-def per_example_grads(chain: Chain, loss) -> Callable:
+def per_example_grads(chain: Chain, loss, checkpoint=None) -> Callable:
     """``per_example_grads(chain, loss)(params, x, target) -> (values, grads)``.
 
     ``x``: ``(batch,) + s_0``; ``target``: a leading batch axis (then what ``loss`` takes for one
@@ -32,7 +32,7 @@ def per_example_grads(chain: Chain, loss) -> Callable:
     ``jax.jit`` XLA batches it into one forward and one backward pass over the whole batch (a
     Dense layer's per-example weight gradient becomes one batched outer product), no loop.
     """
-    one = value_and_grad(chain, loss)
+    one = value_and_grad(chain, loss, checkpoint)
 
     def per_example_grads_fn(params, x, target):
         x = check_input(x, chain.in_shape, "per_example_grads")
