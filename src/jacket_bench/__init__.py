@@ -20,7 +20,7 @@ import importlib
 
 __all__ = ["BENCHMARKS", "load", "select_device", "script_main"]
 
-BENCHMARKS = ("grad", "associativity", "orders", "planning", "scaling", "curvature")
+BENCHMARKS = ("grad", "associativity", "orders", "planning", "scaling", "curvature", "memory")
 
 
 def load(name: str):

@@ -108,3 +108,15 @@ def test_cost_model_and_autotune_rows():
     row = _row("the planner's choice")
     assert f"worst {1 / slowest['ratio']['fastest']:.2f}× the speed ({slowest['family']};" in row
     assert f"worst {gap:.2f}× the fastest order ({worst['family']};" in row
+
+
+def test_memory_rows():
+    mem = _load("memory")
+    row = _row("bytes model, 8 families")
+    assert f"temporaries median ×{mem['median_spread']:.2f}, worst ×{mem['max_spread']:.2f}" in row
+    ck = mem["checkpoint"]
+    temp = ck["temp_bytes"]
+    row = _row(f"gradient of {ck['layers']} layers")
+    assert (f"{temp['checkpoint sqrt'] / 1e6:.1f} MB of temporaries against {temp['full tape'] / 1e6:.1f} MB "
+            f"({ck['memory_ratio']:.2f}×; target 0.25×) at {ck['ratio']['checkpoint sqrt']:.2f}× the time") in row
+    assert f"batch {ck['batch']}" in row and f"Dense({ck['width']}, {ck['width']})" in row

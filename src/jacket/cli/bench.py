@@ -1,7 +1,8 @@
 """``jacket bench``: run the benchmarks (quick sizes by default) and write their results.
 
-Each benchmark (``jacket_bench.grad``, ``associativity``, ``orders``, ``planning``, ``scaling``, ``curvature``) prints its
-table and writes ``<out>/<device>/<name>.json`` and ``.png``. The timing method is described in
+Each benchmark (``jacket_bench.grad``, ``associativity``, ``orders``, ``planning``, ``scaling``, ``curvature``,
+``memory``) prints its table and writes ``<out>/<device>/<name>.json`` and ``.png``; ``memory``
+compiles without timing and sets ``Plan.memory`` (bytes) beside XLA's memory analysis. The timing method is described in
 benchmarks/README.md and :mod:`jacket_bench.timing`.
 """
 from __future__ import annotations

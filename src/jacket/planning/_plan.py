@@ -114,6 +114,13 @@ class Plan:
     def peak_memory(self) -> int:
         return self.tape_floats + self.root.peak
 
+    @property
+    def memory(self):
+        """The bytes model of one compiled call in float32 (:func:`~jacket.planning._memory.plan_memory`):
+        XLA's temporaries, result and arguments, per step."""
+        from ._memory import plan_memory
+        return plan_memory(self, "float32")
+
     def __repr__(self):
         return f"Plan({self.order!r}, fma={self.fma:,})"
 
@@ -138,6 +145,8 @@ class Plan:
             f"  {'speedup vs best mode:':<24}{self.speedup:>{width}.3g}x",
             f"  {'largest intermediate:':<24}{self.largest_intermediate:>{width},} floats",
             f"  {'peak memory:':<24}{self.peak_memory:>{width},} floats (activations included)",
+            f"  {'memory (model):':<24}{_mb(self.memory.temp_bytes)} MB temporaries, "
+            f"{_mb(self.memory.result_bytes)} MB result",
         ]
         if self.devices > 1:
             head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
@@ -238,6 +247,10 @@ def _optimal(model, cost):
                 raise
             cost = coarser(cost)
     return optimal_plan(model, cost)
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.3g}"
 
 
 def _ms(seconds) -> str:

@@ -1,0 +1,158 @@
+"""Memory: the plan's bytes model (``Plan.memory``) against XLA's compiled memory analysis.
+
+For every family of :mod:`.orders` (at ``scale``, 1 = the benchmark's widths) and every jacket
+order (forward, reverse, the two nested bracketings, optimal), the jitted
+``chain.jacobian(params, x, plan)`` is lowered and compiled, never run: XLA's
+``memory_analysis()`` gives the temporaries, arguments and output in bytes. Recorded per case:
+the model's bytes, XLA's, and the ratio model / XLA of the temporaries; per family and overall,
+the median and the largest ``max(ratio, 1 / ratio)``. Arguments and output are compared exactly.
+Target: the temporaries within 1.5× of XLA's on every family and order.
+
+**Checkpointing**: ``jacket.value_and_grad`` of 32 × (Dense(256, 256), Tanh) at batch 4096
+(float32, ``MeanSquaredError``; activations dominate) with the full tape, with
+``checkpoint="sqrt"`` and ``jax.value_and_grad``: XLA's temporaries of each (compiled) and their
+times (interleaved, median). Targets: ≤ 1/4 of the full tape's temporaries at ≤ 1.5× its time.
+"""
+from __future__ import annotations
+
+import statistics
+
+from .timing import write_results
+
+NAME = "memory"
+WITHIN = 1.5
+CHECKPOINT_MEMORY = 0.25
+CHECKPOINT_TIME = 1.5
+ORDERS = ("forward", "reverse", "left-nested", "right-nested", "optimal")
+
+
+def config(full: bool = False) -> dict:
+    """``scale`` divides the families' widths (the quick run uses 4: compiling the full cnn and
+    transformer Jacobians takes most of a full run)."""
+    from .orders import FAMILIES
+    return {"families": tuple(FAMILIES), "scale": 1 if full else 4,
+            "checkpoint": {"blocks": 32, "width": 256, "batch": 4096 if full else 1024},
+            "checkpoint_repeats": 7 if full else 3}
+
+
+def n_steps(cfg: dict) -> int:
+    return len(cfg["families"]) + 1
+
+
+def measure(chain, plan, params, x) -> dict:
+    """Model and XLA bytes of one plan (compiled, not run)."""
+    import jax
+    compiled = jax.jit(lambda p, x: chain.jacobian(p, x, order=plan)).lower(params, x).compile()
+    xla = compiled.memory_analysis()
+    model = plan.memory
+    temp = int(xla.temp_size_in_bytes)
+    return {"order": plan.order, "model_temp": model.temp_bytes, "xla_temp": temp,
+            "ratio": model.temp_bytes / max(temp, 1),
+            "model_result": model.result_bytes, "xla_output": int(xla.output_size_in_bytes),
+            "model_arguments": model.argument_bytes, "xla_arguments": int(xla.argument_size_in_bytes),
+            "xla_alias": int(xla.alias_size_in_bytes), "model_tape": model.tape_bytes}
+
+
+def checkpoint_chain(blocks: int = 32, width: int = 256):
+    """``blocks`` × (Dense(width, width), Tanh): the checkpointing group's chain."""
+    import jacket
+    layers = []
+    for _ in range(blocks):
+        layers += [jacket.Dense(width, width), jacket.Tanh()]
+    return jacket.Chain(layers)
+
+
+def measure_checkpoint(cfg) -> dict:
+    """value_and_grad with the full tape, with ``checkpoint="sqrt"`` and jax.value_and_grad:
+    XLA's temp bytes of each and their times (interleaved medians), MeanSquaredError, float32."""
+    import jax
+    import jax.numpy as jnp
+    import jacket
+    from .timing import alternate
+    c = cfg["checkpoint"]
+    chain, loss = checkpoint_chain(c["blocks"], c["width"]), jacket.MeanSquaredError()
+    params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (c["batch"], c["width"]), jnp.float32)
+    target = jnp.zeros_like(x)
+    fns = {"full tape": jacket.value_and_grad(chain, loss),
+           "checkpoint sqrt": jacket.value_and_grad(chain, loss, checkpoint="sqrt"),
+           "jax.value_and_grad": jax.value_and_grad(lambda p, x, t: loss.apply(chain.apply(p, x), t))}
+    temp = {k: int(jax.jit(f).lower(params, x, target).compile().memory_analysis().temp_size_in_bytes)
+            for k, f in fns.items()}
+    timing = alternate(fns, (params, x, target), repeats=cfg.get("checkpoint_repeats", 7), baseline="full tape",
+                       min_sample_s=0.05)
+    return {"layers": len(chain), "width": c["width"], "batch": c["batch"], "temp_bytes": temp,
+            "activation_bytes": 4 * c["batch"] * c["width"], "median_s": timing["median_s"],
+            "ratio": timing["ratio"], "memory_ratio": temp["checkpoint sqrt"] / temp["full tape"]}
+
+
+def _spread(ratio: float) -> float:
+    return max(ratio, 1 / ratio) if ratio > 0 else float("inf")
+
+
+def run(cfg: dict, out: str | None = None, tick=None) -> dict:
+    from jacket._table import format_table
+    from .associativity import order_strings
+    from .orders import FAMILIES, example_inputs
+    families, rows = [], []
+    for name in cfg["families"]:
+        if tick:
+            tick(f"memory {name}")
+        chain = FAMILIES[name](cfg["scale"])
+        params, x = example_inputs(chain, seed=len(name))
+        cases = {m: measure(chain, chain.plan(o), params, x) for m, o in order_strings(chain, optimal=True).items()}
+        spreads = [_spread(c["ratio"]) for c in cases.values()]
+        families.append({"family": name, "dims": list(chain.dims), "cases": cases,
+                         "median_spread": statistics.median(spreads), "max_spread": max(spreads)})
+        for m, c in cases.items():
+            rows.append([name, m, c["model_temp"] / 1e6, c["xla_temp"] / 1e6, c["ratio"],
+                         "yes" if (c["model_result"], c["model_arguments"]) ==
+                         (c["xla_output"], c["xla_arguments"]) else "NO"])
+    print(format_table(["family", "order", "model MB", "XLA temp MB", "model / XLA", "result, args exact"], rows,
+                       title=f"Plan.memory against XLA's memory analysis (scale {cfg['scale']}, compiled only)"))
+    spreads = [_spread(c["ratio"]) for f in families for c in f["cases"].values()]
+    worst = max(families, key=lambda f: f["max_spread"])
+    exact = all((c["model_result"], c["model_arguments"]) == (c["xla_output"], c["xla_arguments"])
+                for f in families for c in f["cases"].values())
+    targets = {f"temporaries within {WITHIN}x of XLA's on every family (worst: {worst['family']} "
+               f"{worst['max_spread']:.2f}x)": worst["max_spread"] <= WITHIN,
+               "result and argument bytes equal XLA's": exact}
+    print(f"model / XLA temporaries: median x{statistics.median(spreads):.2f}, worst x{max(spreads):.2f} "
+          f"({worst['family']}); " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    if tick:
+        tick("memory checkpointing")
+    ck = measure_checkpoint(cfg)
+    print(format_table(["value_and_grad", "XLA temp MB", "ms", "time / full tape"],
+                       [[k, ck["temp_bytes"][k] / 1e6, ck["median_s"][k] * 1e3, ck["ratio"][k]] for k in ck["temp_bytes"]],
+                       title=f"Checkpointing: {ck['layers']} layers, width {ck['width']}, batch {ck['batch']}"))
+    targets[f"checkpoint sqrt: temporaries <= {CHECKPOINT_MEMORY} x the full tape's ({ck['memory_ratio']:.2f})"] = \
+        ck["memory_ratio"] <= CHECKPOINT_MEMORY
+    targets[f"checkpoint sqrt: time <= {CHECKPOINT_TIME} x the full tape's ({ck['ratio']['checkpoint sqrt']:.2f})"] = \
+        ck["ratio"]["checkpoint sqrt"] <= CHECKPOINT_TIME
+    record = {"scale": cfg["scale"], "orders": list(ORDERS), "families": families,
+              "median_spread": statistics.median(spreads), "max_spread": max(spreads), "targets": targets,
+              "checkpoint": ck}
+    record["files"] = write_results(NAME, record, out, figure=plot)
+    return record
+
+
+def plot(record: dict):
+    """Model / XLA temporaries per family and order (log scale), the 1.5× band shaded."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    families, orders = record["families"], record["orders"]
+    width = 0.8 / len(orders)
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(families) + 2), 4.5))
+    colors = plt.get_cmap("tab10")
+    for j, m in enumerate(orders):
+        xs = np.arange(len(families)) + (j - (len(orders) - 1) / 2) * width
+        ax.bar(xs, [f["cases"][m]["ratio"] for f in families], width, color=colors(j), label=m)
+    ax.axhspan(1 / WITHIN, WITHIN, color="green", alpha=0.08, label=f"within {WITHIN}x")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(families)), [f["family"] for f in families], rotation=20, ha="right")
+    ax.set_ylabel("model temporaries / XLA temp_size_in_bytes")
+    ax.set_title(f"Plan.memory against XLA's memory analysis ({record['device']['device_kind']}, "
+                 f"scale {record['scale']})")
+    ax.legend(fontsize=7, ncol=3)
+    return fig
