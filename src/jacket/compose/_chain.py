@@ -380,7 +380,7 @@ class Chain(Layer):
         return like(params_bar), y_bar, like(params_bar_dot), y_bar_dot
 
     # ---- orders (see jacket/planning) --------------------------------------------------
-    def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None):
+    def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None, chunk=None):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
         order, devices and cost model). With ``devices > 1`` the TAN/ADJ seeds are split across
         that many devices and costs are per device. ``cost``: ``"fma"`` (default, exact and
@@ -388,8 +388,9 @@ class Chain(Layer):
         device: ``jacket calibrate``; "optimal" is then the fastest predicted plan) or a cost
         model. ``order="fastest"`` autotunes: the best few plans under the calibrated model are
         compiled and timed here, and the winner is cached on disk (``jacket.tuning``).
-        ``wrt="params"``: the plan of the parameter Jacobian (:class:`jacket.compose.ParamsPlan`:
-        forward, reverse or the cheapest segmentation)."""
+        ``chunk``: run every TAN/ADJ sweep that many seed vectors at a time (less memory, the
+        same fma; :meth:`~jacket.Plan.chunked`). ``wrt="params"``: the plan of the parameter
+        Jacobian (:class:`jacket.compose.ParamsPlan`: forward, reverse or the cheapest segmentation)."""
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_plan
             check_wrt(wrt)
@@ -398,16 +399,21 @@ class Chain(Layer):
                                  f"{devices!r}")
             if cost is not None and cost != "fma":
                 raise ValueError(f"Chain.plan(wrt='params') plans by fma only, got cost={cost!r}")
+            if chunk is not None:
+                raise ValueError(f"Chain.plan(wrt='params') does not chunk its sweeps yet, got chunk={chunk!r}")
             return params_plan(self, order)
         from ..planning import make_plan
-        return make_plan(self, order, devices, cost)
+        plan = make_plan(self, order, devices, cost)
+        return plan if chunk is None else plan.chunked(chunk)
 
-    def jacobian(self, params, x, order="optimal", mesh=None, wrt="x"):
+    def jacobian(self, params, x, order="optimal", mesh=None, wrt="x", chunk=None):
         """The Jacobian at x: shape ``s_N + s_0`` for one example (as ``jax.jacfwd``), or
         ``(batch,) + s_N + s_0`` for a batch, accumulated in ``order``: ``"forward"``,
         ``"reverse"``, ``"optimal"``, a bracketing such as ``"(J3 (J2 J1))"``, or a
         :class:`~jacket.Plan`. With a ``jax.sharding.Mesh``, the seeds of every TAN/ADJ step are
-        split across its devices for one example, the examples for a batch.
+        split across its devices for one example, the examples for a batch. ``chunk``: run every
+        TAN/ADJ sweep that many seed vectors at a time (``jax.lax.map`` with ``batch_size``)
+        instead of all at once: the same result, less memory (``plan.memory`` counts it).
 
         ``wrt="params"``: the Jacobian with respect to the parameters instead, a pytree like
         ``params`` with leaves ``s_N + leaf_shape`` (``(batch,) + …`` for a batch); ``order`` is
@@ -416,6 +422,8 @@ class Chain(Layer):
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_jacobian
             check_wrt(wrt)
+            if chunk is not None:
+                raise ValueError(f"Chain.jacobian(wrt='params') does not chunk its sweeps yet, got chunk={chunk!r}")
             return params_jacobian(self, params, x, order, mesh)
         from ..execute import jacobian
-        return jacobian(self, params, x, order, mesh)
+        return jacobian(self, params, x, order, mesh, chunk)

@@ -20,7 +20,7 @@ from .sharding import pad_rows, replicate, seed_sharding, split_examples
 __all__ = ["jacobian", "jacobian_operator"]
 
 
-def jacobian(chain, params, x, order="optimal", mesh=None):
+def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None):
     """Dense Jacobian of ``chain`` at ``x``: ``s_N + s_0`` for one example, ``(batch,) + s_N + s_0``
     for a batch, accumulated as ``order`` says.
 
@@ -32,6 +32,10 @@ def jacobian(chain, params, x, order="optimal", mesh=None):
     x = check_input(x, chain.in_shape, "Chain.jacobian")
     batched = bool(split_batch(x.shape, chain.in_shape, "Chain.jacobian"))
     plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype)
+    if chunk is not None:
+        if mesh is not None:
+            raise ValueError("Chain.jacobian: chunk= and mesh= don't combine (a mesh already splits the seeds)")
+        plan = plan.chunked(chunk)
     if mesh is None:
         if batched:
             return jax.vmap(lambda xi: _dense(chain, plan, params, xi))(x)
@@ -63,7 +67,8 @@ def _one(chain, plan, params, x, mesh):
 
 def _run(chain, plan, params, x, mesh):
     y, tape = chain.forward(params, x)
-    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, partial(_sweep, mesh=mesh))), y
+    sweep = partial(_sweep, mesh=mesh, chunk=plan.chunk)
+    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep)), y
 
 
 def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator:
@@ -72,10 +77,14 @@ def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator
     return _run(chain, plan, params, x, mesh)[0]
 
 
-def _sweep(rule, seeds, mesh=None):
-    """``vmap(rule)`` over the seed vectors (rows of ``seeds``); with a mesh, the seeds are padded
-    to a multiple of the device count and split across all devices, and the padding dropped."""
+def _sweep(rule, seeds, mesh=None, chunk=None):
+    """``vmap(rule)`` over the seed vectors (rows of ``seeds``); with ``chunk``, ``chunk`` rows at a
+    time (``jax.lax.map`` with ``batch_size``: a loop over vmapped batches, the last one padded);
+    with a mesh, the seeds are padded to a multiple of the device count and split across all
+    devices, and the padding dropped."""
     if mesh is None:
+        if chunk is not None and chunk < seeds.shape[0]:
+            return jax.lax.map(rule, seeds, batch_size=chunk)
         return jax.vmap(rule)(seeds)
     count = seeds.shape[0]
     seeds = jax.lax.with_sharding_constraint(pad_rows(seeds, mesh.size), seed_sharding(mesh))

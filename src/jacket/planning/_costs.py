@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 
 __all__ = ["CostModel", "FmaCost", "CalibratedCost", "Rates", "FMA", "SKINNY", "step_ticks", "tree_ticks",
-           "plan_ticks", "fixed_ticks", "factor_weights", "coarser"]
+           "plan_ticks", "fixed_ticks", "chunk_ticks", "factor_weights", "coarser"]
 
 SKINNY = 64  # a dense product with a side below this many is "skinny" (matrix-vector-like)
 
@@ -203,6 +203,23 @@ def fixed_ticks(cost: CostModel, model) -> int:
     n = model.n
     io = sum(model.dims[t - 1] + model.dims[t] for t in range(1, n + 1))
     return cost.call + cost.sweep(1, model.jvp_sum(1, n), io, sum(factor_weights(model))) - cost.step
+
+
+def chunk_ticks(cost: CostModel, model, node, chunk: int) -> int:
+    """What running a TAN/ADJ ``node`` ``chunk`` seeds at a time adds to its ticks: a step per
+    extra batch and, below ``SKINNY`` seeds a batch, the few-seed rate (0 for other nodes)."""
+    from ._nodes import Adj, Tan
+    if not isinstance(node, (Tan, Adj)):
+        return 0
+    seeds = model.per_device(node.structure.cols if isinstance(node, Tan) else node.structure.rows)
+    if chunk >= seeds:
+        return 0
+    a, b = node.through
+    fma = model.jvp_sum(a, b) if isinstance(node, Tan) else model.vjp_sum(a, b)
+    batches = -(-seeds // chunk)
+    weights = sum(factor_weights(model)[a:b + 1]) if cost.mm_io else 0
+    return ((batches - 1) * (cost.step + weights * cost.mm_io)
+            + seeds * fma * (cost.sweep_rate(chunk) - cost.sweep_rate(seeds)))
 
 
 def tree_ticks(cost: CostModel, model, node) -> int:

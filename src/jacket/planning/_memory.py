@@ -254,6 +254,8 @@ class _Walk:
         a, b = node.through
         count = node.structure.cols if node.op == "TAN" else node.structure.rows
         c = -(-count // max(self.plan.devices, 1))
+        if getattr(self.plan, "chunk", None):
+            c = min(c, self.plan.chunk)  # a chunked sweep holds one batch of seeds at a time
         item, d, tan = self.item, self.dims, node.op == "TAN"
         lives = []
         # segments: a run of fusible factors is one loop; every other factor is its own step

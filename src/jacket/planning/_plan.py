@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .._table import format_table
-from ._costs import FMA, CostModel, fixed_ticks, step_ticks, tree_ticks
+from ._costs import FMA, CostModel, chunk_ticks, fixed_ticks, step_ticks, tree_ticks
 from ._dp import optimal_plan
 from ._model import Model
 from ._nodes import Node
@@ -67,13 +67,26 @@ class Plan:
     shapes: tuple = ()
     cost: CostModel = FMA
     model: Model | None = None
+    chunk: int | None = None
 
     def __eq__(self, other):
-        return isinstance(other, Plan) and (self.root, self.dims, self.devices) == \
-            (other.root, other.dims, other.devices)
+        return isinstance(other, Plan) and (self.root, self.dims, self.devices, self.chunk) == \
+            (other.root, other.dims, other.devices, other.chunk)
 
     def __hash__(self):
-        return hash((self.root, self.dims, self.devices))
+        return hash((self.root, self.dims, self.devices, self.chunk))
+
+    def chunked(self, chunk: int | None) -> "Plan":
+        """This plan with every TAN/ADJ sweep run ``chunk`` seed vectors at a time
+        (``jax.lax.map`` with ``batch_size``) instead of all at once (``None``): the same fma,
+        less memory (``memory``), a few more steps of fixed cost (``predicted_s``)."""
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"chunk must be a positive number of seed vectors or None, got {chunk!r}")
+        if chunk is not None and self.devices > 1:
+            raise ValueError(f"chunk: a plan for {self.devices} devices already splits its seeds; chunking "
+                             f"applies to one device")
+        import dataclasses
+        return self if chunk == self.chunk else dataclasses.replace(self, chunk=chunk)
 
     @property
     def fma(self) -> int:
@@ -96,7 +109,10 @@ class Plan:
 
     def predict(self, cost: CostModel) -> float | None:
         """Predicted seconds of this plan under ``cost`` (``None`` if it does not predict time)."""
-        return cost.seconds(tree_ticks(cost, self.model, self.root) + fixed_ticks(cost, self.model))
+        ticks = tree_ticks(cost, self.model, self.root) + fixed_ticks(cost, self.model)
+        if self.chunk is not None:
+            ticks += sum(chunk_ticks(cost, self.model, step, self.chunk) for step in self.steps)
+        return cost.seconds(ticks)
 
     @property
     def steps(self) -> tuple[Node, ...]:
@@ -148,6 +164,8 @@ class Plan:
             f"  {'memory (model):':<24}{_mb(self.memory.temp_bytes)} MB temporaries, "
             f"{_mb(self.memory.result_bytes)} MB result",
         ]
+        if self.chunk is not None:
+            head.insert(2, f"  {'chunk:':<24}{self.chunk:>{width}}   (seed vectors per batch of every sweep)")
         if self.devices > 1:
             head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
                            f"TAN/ADJ seeds split, products whole)")
