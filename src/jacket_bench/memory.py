@@ -12,6 +12,12 @@ Target: the temporaries within 1.5× of XLA's on every family and order.
 (float32, ``MeanSquaredError``; activations dominate) with the full tape, with
 ``checkpoint="sqrt"`` and ``jax.value_and_grad``: XLA's temporaries of each (compiled) and their
 times (interleaved, median). Targets: ≤ 1/4 of the full tape's temporaries at ≤ 1.5× its time.
+
+**Chunked sweeps**: the Jacobians of 1024 → 8192 → 8192 → 1024 and of the bottleneck
+4096-4096-16-4096-4096 (tanh) with ``jax.jacrev``, ``jax.jacfwd`` and jacket's optimal plan whole
+and in chunks of 512, 256 and 128 seeds: XLA's temporaries, the model's, and the times
+(interleaved medians). Target per chain: some plan with ≤ 1/4 of ``jax.jacrev``'s temporaries at
+≤ 1.5× the time of the better of JAX's two. The chunk sizes trace the time/memory trade-off.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ NAME = "memory"
 WITHIN = 1.5
 CHECKPOINT_MEMORY = 0.25
 CHECKPOINT_TIME = 1.5
+CHUNK_MEMORY = 0.25
+CHUNK_TIME = 1.5
 ORDERS = ("forward", "reverse", "left-nested", "right-nested", "optimal")
 
 
@@ -32,11 +40,14 @@ def config(full: bool = False) -> dict:
     from .orders import FAMILIES
     return {"families": tuple(FAMILIES), "scale": 1 if full else 4,
             "checkpoint": {"blocks": 32, "width": 256, "batch": 4096 if full else 1024},
-            "checkpoint_repeats": 7 if full else 3}
+            "checkpoint_repeats": 7 if full else 3,
+            "chunked": [[1024, 8192, 8192, 1024], [4096, 4096, 16, 4096, 4096]] if full else
+                       [[256, 2048, 2048, 256], [1024, 1024, 16, 1024, 1024]],
+            "chunks": [512, 256, 128], "chunk_repeats": 3}
 
 
 def n_steps(cfg: dict) -> int:
-    return len(cfg["families"]) + 1
+    return len(cfg["families"]) + 1 + len(cfg["chunked"])
 
 
 def measure(chain, plan, params, x) -> dict:
@@ -86,6 +97,31 @@ def measure_checkpoint(cfg) -> dict:
             "ratio": timing["ratio"], "memory_ratio": temp["checkpoint sqrt"] / temp["full tape"]}
 
 
+def measure_chunked(widths, cfg) -> dict:
+    """One chain of the chunked group: temporaries (XLA and model) and times of jax.jacrev,
+    jax.jacfwd and the optimal plan whole and chunked."""
+    import jax
+    import jax.numpy as jnp
+    import jacket
+    from .timing import alternate
+    chain = jacket.mlp(list(widths), activation="tanh")
+    params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (widths[0],), jnp.float32)
+    plans = {"optimal": chain.plan("optimal")}
+    plans.update({f"optimal, chunk {k}": plans["optimal"].chunked(k) for k in cfg["chunks"]})
+    fns = {"jax.jacrev": jax.jacrev(chain.apply, argnums=1), "jax.jacfwd": jax.jacfwd(chain.apply, argnums=1)}
+    fns.update({k: (lambda p, x, plan=plan: chain.jacobian(p, x, plan)) for k, plan in plans.items()})
+    temp = {k: int(jax.jit(f).lower(params, x).compile().memory_analysis().temp_size_in_bytes) for k, f in fns.items()}
+    timing = alternate(fns, (params, x), repeats=cfg.get("chunk_repeats", 3), baseline="jax.jacrev", min_sample_s=0.05)
+    best = min(("jax.jacrev", "jax.jacfwd"), key=lambda k: timing["median_s"][k])
+    cases = {k: {"xla_temp": temp[k], "model_temp": plans[k].memory.temp_bytes if k in plans else None,
+                 "median_s": timing["median_s"][k], "time_vs_best_jax": timing["median_s"][k] / timing["median_s"][best],
+                 "temp_vs_jacrev": temp[k] / max(temp["jax.jacrev"], 1)} for k in fns}
+    fits = [k for k in plans if cases[k]["temp_vs_jacrev"] <= CHUNK_MEMORY and cases[k]["time_vs_best_jax"] <= CHUNK_TIME]
+    return {"widths": list(widths), "order": plans["optimal"].order, "cases": cases, "best_jax": best,
+            "fits": fits}
+
+
 def _spread(ratio: float) -> float:
     return max(ratio, 1 / ratio) if ratio > 0 else float("inf")
 
@@ -129,9 +165,21 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
         ck["memory_ratio"] <= CHECKPOINT_MEMORY
     targets[f"checkpoint sqrt: time <= {CHECKPOINT_TIME} x the full tape's ({ck['ratio']['checkpoint sqrt']:.2f})"] = \
         ck["ratio"]["checkpoint sqrt"] <= CHECKPOINT_TIME
+    chunked = []
+    for widths in cfg["chunked"]:
+        if tick:
+            tick(f"memory chunked {'-'.join(map(str, widths))}")
+        r = measure_chunked(widths, cfg)
+        chunked.append(r)
+        print(format_table(["Jacobian", "XLA temp MB", "model MB", "temp / jacrev", "time / best JAX"],
+                           [[k, c["xla_temp"] / 1e6, c["model_temp"] / 1e6 if c["model_temp"] is not None else "",
+                             c["temp_vs_jacrev"], c["time_vs_best_jax"]] for k, c in r["cases"].items()],
+                           title=f"Chunked sweeps, {'-'.join(map(str, widths))} (optimal: {r['order']})"))
+        targets[f"{'-'.join(map(str, widths))}: a plan with <= {CHUNK_MEMORY} x jacrev's temporaries at <= "
+                f"{CHUNK_TIME} x the better JAX's time ({', '.join(r['fits']) or 'none'})"] = bool(r["fits"])
     record = {"scale": cfg["scale"], "orders": list(ORDERS), "families": families,
               "median_spread": statistics.median(spreads), "max_spread": max(spreads), "targets": targets,
-              "checkpoint": ck}
+              "checkpoint": ck, "chunked": chunked}
     record["files"] = write_results(NAME, record, out, figure=plot)
     return record
 

@@ -120,3 +120,12 @@ def test_memory_rows():
     assert (f"{temp['checkpoint sqrt'] / 1e6:.1f} MB of temporaries against {temp['full tape'] / 1e6:.1f} MB "
             f"({ck['memory_ratio']:.2f}×; target 0.25×) at {ck['ratio']['checkpoint sqrt']:.2f}× the time") in row
     assert f"batch {ck['batch']}" in row and f"Dense({ck['width']}, {ck['width']})" in row
+
+    c1, c2 = mem["chunked"]
+    k, k2 = c1["cases"]["optimal, chunk 128"], c1["cases"]["optimal, chunk 256"]
+    row = _row("Jacobian of 1024 → 8192 → 8192 → 1024")
+    assert (f"{k['temp_vs_jacrev']:.2f}× / {k2['temp_vs_jacrev']:.2f}× the temporaries at "
+            f"{k['time_vs_best_jax']:.2f}× / {k2['time_vs_best_jax']:.2f}× the time") in row
+    b = c2["cases"]["optimal"]
+    assert f"{b['temp_vs_jacrev']:.3f}× the temporaries at {b['time_vs_best_jax']:.2f}× the time" in \
+        _row("Jacobian of the bottleneck 4096")
