@@ -1,20 +1,34 @@
 """Checkpointed backprop (compose/_checkpoint.py): value_and_grad(checkpoint=...) equals the full
-tape and jax.grad in float64 on random chains and blocks, its segments are what was asked for,
-bad arguments are refused, and the compiled program really holds fewer activations (XLA's
-memory analysis of a deep chain with a large batch; compile only, no timing)."""
+tape (to rounding: XLA:CPU may compile a recomputed layer a few ulps differently) and jax.grad
+in float64 on random chains and blocks, for one-level schedules
+and the two-level one; hvp and ggn_vp with a checkpoint equal their full-tape products and JAX's;
+the segments are what was asked for, bad arguments are refused, and the compiled program really
+holds fewer activations, fewer still with two levels (XLA's memory analysis of a deep chain;
+compile only, no timing)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FLOAT64, assert_close
+from conftest import FLOAT32, FLOAT64, assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_blocks import trees
 
 import jacket
-from jacket.compose._checkpoint import segments
+from jacket.compose._checkpoint import schedule, segments
+
+CHECKPOINTS = ["sqrt", "two-level", 2, (1,)]
+
+
+def random_problem(body, seed, dtype=jnp.float64):
+    chain = jacket.Chain([jacket.Dense(2, 3)] + body + [jacket.Dense(3, 2)])
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(lambda a: a + 0.3 * jnp.asarray(rng.standard_normal(a.shape), dtype),
+                                    chain.init(jax.random.PRNGKey(seed), dtype))
+    x, labels = jnp.asarray(rng.standard_normal((4, 2)), dtype), jnp.asarray(rng.integers(0, 2, 4))
+    return chain, params, x, labels
 
 
 def test_segments_cover_the_chain_as_asked():
@@ -22,20 +36,47 @@ def test_segments_cover_the_chain_as_asked():
     assert segments(16, "sqrt") == (0, 4, 8, 12, 16)
     assert segments(10, 3) == (0, 3, 7, 10) and segments(3, 9) == (0, 1, 2, 3)
     assert segments(6, (2, 5)) == (0, 2, 5, 6)
-    for bad in ("half", 0, True, (3, 2), (0, 2), (2, 6), (1.5,)):
+    assert segments(27, "two-level") == (0, 9, 18, 27) and segments(28, "two-level") == (0, 7, 14, 21, 28)
+    for bad in ("half", "two_level", "Sqrt", "", 0, True, (3, 2), (0, 2), (2, 6), (1.5,)):
         with pytest.raises(ValueError, match="checkpoint"):
             segments(6, bad)
 
 
+def test_schedules_nest_as_asked():
+    """One level: segments split into single layers. Two levels: ⌈∛n⌉ outer segments, each split
+    into ⌈√len⌉ inner ones, those into single layers. Every level covers its parent exactly."""
+    def check(nodes, lo, hi):
+        assert nodes[0][0] == lo and nodes[-1][1] == hi
+        assert all(a[1] == b[0] for a, b in zip(nodes, nodes[1:]))
+        for a, b, inner in nodes:
+            assert (inner == ()) == (b - a == 1)
+            if inner:
+                check(inner, a, b)
+    for n in (1, 2, 5, 24, 27, 100):
+        for checkpoint in ("sqrt", "two-level", 3, None):
+            check(schedule(n, checkpoint), 0, n)
+    two = schedule(24, "two-level")
+    assert [(lo, hi) for lo, hi, _ in two] == [(0, 8), (8, 16), (16, 24)]
+    assert [(lo, hi) for lo, hi, _ in two[0][2]] == [(0, 3), (3, 5), (5, 8)]
+    assert all(inner == () for _, _, inner in two[0][2][0][2])  # then single layers
+    assert [(lo, hi) for lo, hi, _ in schedule(16, "sqrt")] == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    assert all(len(inner) == 4 and all(i == () for *_, i in inner) for *_, inner in schedule(16, "sqrt"))
+
+
+@pytest.mark.parametrize("make", [jacket.value_and_grad, jacket.per_example_grads, jacket.hvp, jacket.ggn_vp,
+                                  jacket.hessian])
+@pytest.mark.parametrize("bad", ["two_level", "three-level", 0, 2.5, (9,)])
+def test_bad_schedules_are_refused_when_the_function_is_made(make, bad):
+    chain = jacket.mlp([2, 3, 3, 2], activation="tanh")  # 5 layers: boundary 9 is out of range
+    with pytest.raises(ValueError, match="checkpoint"):
+        make(chain, jacket.MeanSquaredError(), checkpoint=bad)
+
+
 @settings(max_examples=4, deadline=None)
-@given(st.lists(trees(1), min_size=2, max_size=4), st.sampled_from(["sqrt", 2, (1,)]), st.integers(0, 2 ** 16))
+@given(st.lists(trees(1), min_size=2, max_size=4), st.sampled_from(CHECKPOINTS), st.integers(0, 2 ** 16))
 def test_checkpointed_gradients_equal_the_full_tape_and_jax_grad(body, checkpoint, seed):
-    chain = jacket.Chain([jacket.Dense(2, 3)] + body + [jacket.Dense(3, 2)])
+    chain, params, x, labels = random_problem(body, seed)
     loss = jacket.SoftmaxCrossEntropy()
-    rng = np.random.default_rng(seed)
-    params = jax.tree_util.tree_map(lambda a: a + 0.3 * jnp.asarray(rng.standard_normal(a.shape)),
-                                    chain.init(jax.random.PRNGKey(seed), jnp.float64))
-    x, labels = jnp.asarray(rng.standard_normal((4, 2))), jnp.asarray(rng.integers(0, 2, 4))
 
     @jax.jit
     def all_three(params, x, labels):
@@ -47,15 +88,112 @@ def test_checkpointed_gradients_equal_the_full_tape_and_jax_grad(body, checkpoin
     assert_close(got, expected, FLOAT64)
 
 
+@settings(max_examples=2, deadline=None)
+@given(st.lists(trees(0), min_size=7, max_size=10), st.integers(0, 2 ** 16))
+def test_two_level_gradients_of_deeper_chains_equal_the_full_tape_and_jax_grad(body, seed):
+    """9 to 12 layers: 3 outer segments of 3 or 4, each with 2 inner segments (nested conds).
+    (Blocks nested in the chain: the test above.)"""
+    chain, params, x, labels = random_problem(body, seed)
+    loss = jacket.SoftmaxCrossEntropy()
+    assert any(inner and any(sub for *_, sub in inner) for *_, inner in schedule(len(chain), "two-level"))
+
+    @jax.jit
+    def all_three(params, x, labels):
+        return (jacket.value_and_grad(chain, loss, checkpoint="two-level")(params, x, labels),
+                jacket.value_and_grad(chain, loss)(params, x, labels),
+                jax.value_and_grad(lambda p: loss.apply(chain.apply(p, x), labels))(params))
+    got, full, expected = all_three(params, x, labels)
+    assert_close(got, full, FLOAT64)
+    assert_close(got, expected, FLOAT64)
+
+
+def check_curvature_products(chain, seed, checkpoints):
+    """hvp (params and x) and ggn_vp with each checkpoint: the full-tape product and JAX's,
+    ``jax.jvp(jax.grad(L))`` and ``Jᵀ (∇²loss) J v`` by ``jax.jvp``/``jax.vjp``, in one program."""
+    _, params, x, labels = random_problem(list(chain.layers[1:-1]), seed)
+    loss = jacket.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(seed + 1)
+    v = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)
+    v_x = jnp.asarray(rng.standard_normal(x.shape))
+
+    @jax.jit
+    def products(params, x, labels, v, v_x):
+        L = lambda p, x: loss.apply(chain.apply(p, x), labels)  # noqa: E731
+        y, y_dot = jax.jvp(lambda q: chain.apply(q, x), (params,), (v,))
+        u = jax.jvp(jax.grad(lambda y: loss.apply(y, labels)), (y,), (y_dot,))[1]
+        out = []
+        for name, make, vec, ref in (
+                ("hvp", jacket.hvp, v, jax.jvp(lambda p: jax.grad(L)(p, x), (params,), (v,))[1]),
+                ("hvp_x", lambda *a, **k: jacket.hvp(*a, wrt="x", **k), v_x,
+                 jax.jvp(lambda x: jax.grad(L, argnums=1)(params, x), (x,), (v_x,))[1]),
+                ("ggn", jacket.ggn_vp, v, jax.vjp(lambda q: chain.apply(q, x), params)[1](u)[0])):
+            if name.startswith("hvp") and not chain.has_second_order:
+                continue
+            full = make(chain, loss)(params, x, labels, vec)
+            out += [(make(chain, loss, checkpoint=c)(params, x, labels, vec), full, ref) for c in checkpoints]
+        return out
+    for got, full, expected in products(params, x, labels, v, v_x):
+        assert_close(got, full, FLOAT64)
+        assert_close(got, expected, FLOAT64, scale=10)
+
+
+def test_checkpointed_curvature_products_equal_the_full_tape_and_jax():
+    """6 layers with a Residual block and a LayerNorm; two levels: outer (0, 3), (3, 6), each
+    with inner segments (lo, lo + 2), (lo + 2, lo + 3): nested conds. (Each checkpointed product
+    compiles in about half a second here, its conds' branches each compiled: two schedules only;
+    random chains and every schedule: the slow test below.)"""
+    chain = jacket.Chain([jacket.Dense(2, 3), jacket.Residual([jacket.Dense(3, 3), jacket.Tanh()]),
+                          jacket.LayerNorm(3), jacket.Dense(3, 3), jacket.Tanh(), jacket.Dense(3, 2)])
+    assert [lo for lo, *_ in schedule(6, "two-level")[0][2]] == [0, 2]
+    check_curvature_products(chain, 0, ["two-level", 2])
+
+
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None)
+@given(st.lists(trees(1), min_size=2, max_size=6), st.sampled_from(CHECKPOINTS), st.integers(0, 2 ** 16))
+def test_checkpointed_curvature_products_of_random_chains(body, checkpoint, seed):
+    chain, *_ = random_problem(body, seed)
+    check_curvature_products(chain, seed, [checkpoint])
+
+
+def test_float32_checkpoints_equal_the_full_tape():
+    """Float32, a 12-layer MLP (two levels: 3 outer segments of 4, each 2 inner ones of 2):
+    gradients, Hessian- and Gauss-Newton-vector products of every schedule are the full tape's
+    and JAX's within float32 tolerance."""
+    chain, loss = jacket.mlp([4] * 7, activation="tanh"), jacket.SoftmaxCrossEntropy()
+    params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+    x, labels = jax.random.normal(jax.random.PRNGKey(1), (8, 4)), jnp.arange(8) % 4
+    v = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.5), params)
+    L = lambda p: loss.apply(chain.apply(p, x), labels)  # noqa: E731
+
+    @jax.jit
+    def everything(params, x, labels, v):
+        def three(checkpoint):
+            return (jacket.value_and_grad(chain, loss, checkpoint=checkpoint)(params, x, labels),
+                    jacket.hvp(chain, loss, checkpoint=checkpoint)(params, x, labels, v),
+                    jacket.ggn_vp(chain, loss, checkpoint=checkpoint)(params, x, labels, v))
+        return [three(c) for c in ("two-level", 5)], three(None), \
+            (jax.value_and_grad(L)(params), jax.jvp(jax.grad(L), (params,), (v,))[1])
+    got, full, expected = everything(params, x, labels, v)
+    for result in got:
+        assert_close(result, full, FLOAT32)
+    assert_close(full[:2], expected, FLOAT32, scale=10)
+
+
+def tanh_blocks(blocks, width=64):
+    """``blocks`` × (Dense(width, width), Tanh)."""
+    layers = []
+    for _ in range(blocks):
+        layers += [jacket.Dense(width, width), jacket.Tanh()]
+    return jacket.Chain(layers)
+
+
 def test_checkpointing_holds_fewer_activations_in_the_compiled_program():
     """16 × (Dense(64, 64), Tanh) at batch 2048: one activation is 0.5 MB, the weights 0.5 MB in
     all, so the activations dominate XLA's temporaries. The full tape holds the 17 a VJP needs
     (the input and every tanh output); √32 → 6 segments keep 7 boundaries and one segment's
     activations at a time: about 11 (measured 11.0 with the suite's compile flags)."""
-    layers = []
-    for _ in range(16):
-        layers += [jacket.Dense(64, 64), jacket.Tanh()]
-    chain, loss = jacket.Chain(layers), jacket.MeanSquaredError()
+    chain, loss = tanh_blocks(16), jacket.MeanSquaredError()
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     x, target = jnp.ones((2048, 64), jnp.float32), jnp.zeros((2048, 64), jnp.float32)
 
@@ -68,11 +206,35 @@ def test_checkpointing_holds_fewer_activations_in_the_compiled_program():
     assert sqrt <= 0.75 * full, (sqrt / activation, full / activation)
 
 
-def test_per_example_gradients_take_the_same_checkpoints():
+@pytest.mark.parametrize("product", ["value_and_grad", "hvp"])
+def test_two_levels_hold_fewer_activations_than_one(product):
+    """12 × (Dense(64, 64), Tanh) at batch 512, float32 (one activation 128 KB). Measured, in
+    activations: value_and_grad full tape 13, "sqrt" (5 segments) 10, "two-level" (3 outer
+    segments of 8, each 3 inner ones) 9; hvp, which keeps (x, x_dot) pairs: 47, 23, 18."""
+    chain, loss = tanh_blocks(12), jacket.MeanSquaredError()
+    params = chain.init(jax.random.PRNGKey(0), jnp.float32)
+    x, target = jnp.ones((512, 64), jnp.float32), jnp.zeros((512, 64), jnp.float32)
+    activation = 512 * 64 * 4
+
+    def temp(checkpoint):
+        if product == "hvp":
+            fn, args = jax.jit(jacket.hvp(chain, loss, checkpoint=checkpoint)), (params, x, target, params)
+        else:
+            fn, args = jax.jit(jacket.value_and_grad(chain, loss, checkpoint=checkpoint)), (params, x, target)
+        return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes / activation
+    full, sqrt, two = temp(None), temp("sqrt"), temp("two-level")
+    assert two <= sqrt - 0.5 and sqrt <= full - 2, (full, sqrt, two)
+
+
+def test_per_example_gradients_and_hessians_take_the_same_checkpoints():
     chain, loss = jacket.mlp([3, 4, 4, 4, 2], activation="tanh"), jacket.SoftmaxCrossEntropy()
     params = chain.init(jax.random.PRNGKey(0), jnp.float64)
     x, labels = jax.random.normal(jax.random.PRNGKey(1), (5, 3), jnp.float64), jnp.array([0, 1, 1, 0, 1])
-    both = jax.jit(lambda p, x, t: (jacket.per_example_grads(chain, loss, checkpoint=3)(p, x, t),
-                                    jacket.per_example_grads(chain, loss)(p, x, t)))
+    both = jax.jit(lambda p, x, t: ([jacket.per_example_grads(chain, loss, checkpoint=c)(p, x, t)
+                                     for c in (3, "two-level")], jacket.per_example_grads(chain, loss)(p, x, t)))
     got, expected = both(params, x, labels)
-    assert_close(got, expected, FLOAT64)
+    for g in got:
+        assert_close(g, expected, FLOAT64)
+    hessians = jax.jit(lambda p, x, t: (jacket.hessian(chain, loss, checkpoint="sqrt")(p, x[:1], t[:1]),
+                                        jacket.hessian(chain, loss)(p, x[:1], t[:1])))
+    assert_close(*hessians(params, x, labels), FLOAT64)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from ..core._tangents import cast_like
 from ._chain import Chain
-from ._checkpoint import forward_boundaries, pull_checkpointed, segments
+from ._checkpoint import boundaries, forward_boundaries, pull_checkpointed, schedule
 
 __all__ = ["value_and_grad"]
 
@@ -19,9 +19,12 @@ def value_and_grad(chain: Chain, loss, checkpoint=None) -> Callable:
     it back. ``params_grad`` has the structure and dtypes of ``params``. Pure: compose with ``jax.jit``.
 
     ``checkpoint``: keep only some activations and recompute the rest segment by segment during
-    the backward pass (``compose/_checkpoint.py``): ``"sqrt"`` (⌈√N⌉ segments: O(√N) activations
-    for one more forward pass), a number of segments, or the layer indices after which to keep
-    the activation. The values are unchanged; ``None`` (default) keeps the whole tape.
+    the backward pass (``compose/_checkpoint.py``): ``"sqrt"`` (⌈√N⌉ segments: about 2√N
+    activations for one more forward pass), ``"two-level"`` (⌈N^(1/3)⌉ outer segments, each
+    recomputed keeping ⌈√L⌉ inner boundaries, its inner segments recomputed in turn: about
+    3·N^(1/3) activations for two more forward passes), a number of segments, or the layer
+    indices after which to keep the activation. The values are unchanged (to rounding); ``None``
+    (default) keeps the whole tape. A bad ``checkpoint`` is a ValueError here, before any call.
     """
     from ..losses import Loss
     if not isinstance(chain, Chain):
@@ -29,7 +32,8 @@ def value_and_grad(chain: Chain, loss, checkpoint=None) -> Callable:
     if not isinstance(loss, Loss):
         raise TypeError(f"value_and_grad expects a jacket.Loss as its second argument, got {loss!r}")
 
-    bounds = segments(len(chain), checkpoint)
+    nodes = schedule(len(chain), checkpoint)
+    bounds = boundaries(nodes)
 
     def value_and_grad_fn(params, x, target):
         if checkpoint is None:
@@ -42,6 +46,6 @@ def value_and_grad(chain: Chain, loss, checkpoint=None) -> Callable:
         if checkpoint is None:
             params_bar, _ = chain.pull(params, tape, y_bar)
         else:
-            params_bar, _ = pull_checkpointed(chain, params, kept, bounds, y_bar)
+            params_bar, _ = pull_checkpointed(chain, params, kept, nodes, y_bar)
         return value, params_bar
     return value_and_grad_fn

@@ -20,7 +20,7 @@ __all__ = ["per_example_grads", "ntk", "ntk_costs"]
 
 
 def per_example_grads(chain: Chain, loss, checkpoint=None) -> Callable:
-    """``per_example_grads(chain, loss)(params, x, target) -> (values, grads)``.
+    """``per_example_grads(chain, loss, checkpoint=None)(params, x, target) -> (values, grads)``.
 
     ``x``: ``(batch,) + s_0``; ``target``: a leading batch axis (then what ``loss`` takes for one
     example). ``values[b] = loss.apply(chain.apply(params, x[b]), target[b])``, shape ``(batch,)``
@@ -31,6 +31,9 @@ def per_example_grads(chain: Chain, loss, checkpoint=None) -> Callable:
     It is ``jax.vmap`` over examples of :func:`jacket.value_and_grad` on one example: under
     ``jax.jit`` XLA batches it into one forward and one backward pass over the whole batch (a
     Dense layer's per-example weight gradient becomes one batched outer product), no loop.
+    ``checkpoint``: as :func:`jacket.value_and_grad` (``"sqrt"``, ``"two-level"``, a number of
+    segments or interior boundaries); its ``cond`` predicates come from the params, unbatched, so
+    under the ``vmap`` they stay ``cond``s and the recomputation stays separate.
     """
     one = value_and_grad(chain, loss, checkpoint)
 
