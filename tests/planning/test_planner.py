@@ -464,7 +464,9 @@ def test_plan_table_has_the_totals_memory_and_one_row_per_step(order):
     assert len(rows) == len(plan.steps)
     for k, (row, step) in enumerate(zip(rows, plan.steps), 1):
         cells = row.split()
-        assert cells[0] == str(k) and cells[1] == step.op and cells[-1] == f"{step.step_fma:,}"
+        assert cells[0] == str(k) and cells[1] == step.op and cells[-2] == f"{step.step_fma:,}"
+        live = next(m.live_bytes for m in plan.memory.steps if (m.op, m.factors) == (step.op, step.describe()))
+        assert cells[-1] == f"{live / 1e6:.3g}", (row, live)
     assert sum(step.step_fma for step in plan.steps) == plan.fma
 
 

@@ -30,6 +30,11 @@ def add_arguments(parser):
     parser.add_argument("--cost", choices=("fma", "calibrated"), default="fma",
                         help="what 'optimal' minimises and the table prices: fma (default, exact) or "
                              "calibrated (predicted time from this device's rates: `jacket calibrate`)")
+    parser.add_argument("--memory-limit", default=None, metavar="BYTES",
+                        help="plan under a memory limit for one call (arguments, result, temporaries by the "
+                             "bytes model), e.g. 64MB or 1.5GiB: the bracketing and the chunk size are chosen")
+    parser.add_argument("--chunk", type=int, default=None, metavar="K",
+                        help="run every TAN/ADJ sweep K seed vectors at a time")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -61,7 +66,8 @@ def run(args) -> int:
     else:
         chain = build_chain(parse_widths(args.widths), args.act)
     try:
-        plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost)
+        plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost,
+                          chunk=args.chunk, memory_limit=args.memory_limit)
     except ValueError as err:
         print(f"jacket plan: {err}")
         return 2

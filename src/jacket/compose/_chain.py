@@ -20,64 +20,9 @@ from ..core import Layer, as_shape, size
 from ..core._checks import check_input, check_like, check_params
 from ..core._shapes import describe_shape
 from ..core._tangents import call_jvp, call_vjp, call_vjp_jvp, cast_like, is_absent, zeros_like_tree
+from ._binding import _bind, _fits, missing_second_order, require_second_order
 
-__all__ = ["Chain"]
-
-
-# ---- second-order rules: where one is missing --------------------------------------------------
-def missing_second_order(layer, prefix=""):
-    """The path to the first layer without a second-order rule, such as
-    ``"layer 2 → Residual → layer 1 (MyLayer())"``, or ``None`` when every layer has one."""
-    if isinstance(layer, Chain):
-        for i, inner in enumerate(layer.layers, 1):
-            found = missing_second_order(inner, f"{prefix}layer {i}")
-            if found is not None:
-                return found
-        return None
-    if hasattr(layer, "named_chains"):  # a block: its children, by name
-        for name, chain in layer.named_chains():
-            found = missing_second_order(chain, f"{prefix} → {name} → " if prefix else f"{name} → ")
-            if found is not None:
-                return found
-        return None
-    return None if layer.has_second_order else f"{prefix} ({layer!r})" if prefix else repr(layer)
-
-
-def require_second_order(layer, where):
-    """A clear NotImplementedError naming the path to a layer without ``vjp_jvp``."""
-    path = missing_second_order(layer)
-    if path is not None:
-        raise NotImplementedError(f"{where}: {path} has no second-order rule (vjp_jvp); Hessian-vector "
-                                  f"products need one for every layer (jacket.ggn_vp does not)")
-
-
-def _bind(layers, in_shape):
-    """Each layer bound to the shape it receives: ``(bound layers, shapes)``; a clear error naming
-    the first layer that cannot take its input."""
-    shapes, bound = [in_shape], []
-    for i, layer in enumerate(layers, 1):
-        source = "the chain's input" if i == 1 else f"layer {i - 1} ({bound[-1]!r})"
-        try:
-            layer = layer.bind(shapes[-1])
-            out = layer.output_shape(shapes[-1])
-        except Exception as err:  # noqa: BLE001 - a layer's own refusal, or eval_shape's
-            raise ValueError(f"Chain: layer {i} ({layer!r}) cannot take {source} of shape "
-                             f"{shapes[-1]}: {err}") from err
-        try:
-            shapes.append(as_shape(tuple(out), f"layer {i} ({layer!r}) output shape"))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"Chain: layer {i} ({layer!r}) gives output shape {out!r} for input "
-                             f"shape {shapes[-1]}: {err}") from None
-        bound.append(layer)
-    return tuple(bound), tuple(shapes)
-
-
-def _fits(layers, in_shape) -> bool:
-    try:
-        _bind(layers, tuple(in_shape))
-    except ValueError:
-        return False
-    return True
+__all__ = ["Chain", "missing_second_order", "require_second_order"]
 
 
 class Chain(Layer):
@@ -380,7 +325,8 @@ class Chain(Layer):
         return like(params_bar), y_bar, like(params_bar_dot), y_bar_dot
 
     # ---- orders (see jacket/planning) --------------------------------------------------
-    def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None, chunk=None):
+    def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None, chunk=None, memory_limit=None,
+             checkpoint=None):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
         order, devices and cost model). With ``devices > 1`` the TAN/ADJ seeds are split across
         that many devices and costs are per device. ``cost``: ``"fma"`` (default, exact and
@@ -389,7 +335,13 @@ class Chain(Layer):
         model. ``order="fastest"`` autotunes: the best few plans under the calibrated model are
         compiled and timed here, and the winner is cached on disk (``jacket.tuning``).
         ``chunk``: run every TAN/ADJ sweep that many seed vectors at a time (less memory, the
-        same fma; :meth:`~jacket.Plan.chunked`). ``wrt="params"``: the plan of the parameter
+        same fma; :meth:`~jacket.Plan.chunked`). ``checkpoint``: run every ADJ sweep in that many
+        segments (``"sqrt"``: ⌈√length⌉), recomputing their activations instead of reading the
+        whole tape (:meth:`~jacket.Plan.checkpointed`). ``memory_limit`` (bytes, or ``"64MB"``): the
+        cheapest plan whose predicted bytes for one call (arguments, result, XLA's temporaries:
+        ``plan.memory``) fit, choosing the bracketing (for "optimal"), chunk size and checkpoints;
+        a ValueError naming the smallest limit found to fit when none does (``planning/_limit.py``).
+        ``wrt="params"``: the plan of the parameter
         Jacobian (:class:`jacket.compose.ParamsPlan`: forward, reverse or the cheapest segmentation)."""
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_plan
@@ -399,14 +351,15 @@ class Chain(Layer):
                                  f"{devices!r}")
             if cost is not None and cost != "fma":
                 raise ValueError(f"Chain.plan(wrt='params') plans by fma only, got cost={cost!r}")
-            if chunk is not None:
-                raise ValueError(f"Chain.plan(wrt='params') does not chunk its sweeps yet, got chunk={chunk!r}")
+            if (chunk, memory_limit, checkpoint) != (None, None, None):
+                raise ValueError("Chain.plan(wrt='params') does not chunk, checkpoint or plan under a memory limit "
+                                 f"yet, got chunk={chunk!r}, memory_limit={memory_limit!r}, checkpoint={checkpoint!r}")
             return params_plan(self, order)
         from ..planning import make_plan
-        plan = make_plan(self, order, devices, cost)
-        return plan if chunk is None else plan.chunked(chunk)
+        return make_plan(self, order, devices, cost, memory_limit=memory_limit, chunk=chunk, checkpoint=checkpoint)
 
-    def jacobian(self, params, x, order="optimal", mesh=None, wrt="x", chunk=None):
+    def jacobian(self, params, x, order="optimal", mesh=None, wrt="x", chunk=None, memory_limit=None,
+                 checkpoint=None):
         """The Jacobian at x: shape ``s_N + s_0`` for one example (as ``jax.jacfwd``), or
         ``(batch,) + s_N + s_0`` for a batch, accumulated in ``order``: ``"forward"``,
         ``"reverse"``, ``"optimal"``, a bracketing such as ``"(J3 (J2 J1))"``, or a
@@ -414,6 +367,9 @@ class Chain(Layer):
         split across its devices for one example, the examples for a batch. ``chunk``: run every
         TAN/ADJ sweep that many seed vectors at a time (``jax.lax.map`` with ``batch_size``)
         instead of all at once: the same result, less memory (``plan.memory`` counts it).
+        ``checkpoint``: ADJ sweeps in segments that recompute their activations (as :meth:`plan`).
+        ``memory_limit`` (bytes or ``"64MB"``): plan as :meth:`plan` does under that limit, for
+        x's dtype and batch (the params once, the rest per example).
 
         ``wrt="params"``: the Jacobian with respect to the parameters instead, a pytree like
         ``params`` with leaves ``s_N + leaf_shape`` (``(batch,) + …`` for a batch); ``order`` is
@@ -422,8 +378,10 @@ class Chain(Layer):
         if not (isinstance(wrt, str) and wrt == "x"):
             from ._params import check_wrt, params_jacobian
             check_wrt(wrt)
-            if chunk is not None:
-                raise ValueError(f"Chain.jacobian(wrt='params') does not chunk its sweeps yet, got chunk={chunk!r}")
+            if (chunk, memory_limit, checkpoint) != (None, None, None):
+                raise ValueError("Chain.jacobian(wrt='params') does not chunk, checkpoint or plan under a memory "
+                                 f"limit yet, got chunk={chunk!r}, memory_limit={memory_limit!r}, "
+                                 f"checkpoint={checkpoint!r}")
             return params_jacobian(self, params, x, order, mesh)
         from ..execute import jacobian
-        return jacobian(self, params, x, order, mesh, chunk)
+        return jacobian(self, params, x, order, mesh, chunk, memory_limit, checkpoint)

@@ -20,22 +20,25 @@ from .sharding import pad_rows, replicate, seed_sharding, split_examples
 __all__ = ["jacobian", "jacobian_operator"]
 
 
-def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None):
+def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None, memory_limit=None, checkpoint=None):
     """Dense Jacobian of ``chain`` at ``x``: ``s_N + s_0`` for one example, ``(batch,) + s_N + s_0``
     for a batch, accumulated as ``order`` says.
 
     With a ``jax.sharding.Mesh`` and one example, the plan is made for ``mesh.size`` devices and
     the seeds of every TAN/ADJ step are split across them (padded to a multiple of the device
     count). With a batch, the examples are split across the devices instead, and each device
-    runs the one-device plan on its examples: the plan is made for what runs."""
+    runs the one-device plan on its examples: the plan is made for what runs. ``chunk``,
+    ``checkpoint`` and ``memory_limit``: as ``make_plan`` (the limit for x's dtype and examples per device)."""
     chain.check_params(params, "Chain.jacobian")
     x = check_input(x, chain.in_shape, "Chain.jacobian")
     batched = bool(split_batch(x.shape, chain.in_shape, "Chain.jacobian"))
-    plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype)
-    if chunk is not None:
-        if mesh is not None:
-            raise ValueError("Chain.jacobian: chunk= and mesh= don't combine (a mesh already splits the seeds)")
-        plan = plan.chunked(chunk)
+    if chunk is not None and mesh is not None:
+        raise ValueError("Chain.jacobian: chunk= and mesh= don't combine (a mesh already splits the seeds)")
+    examples = x.shape[0] if batched else 1
+    if mesh is not None and batched:
+        examples = -(-examples // mesh.size)
+    plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype,
+                     memory_limit=memory_limit, chunk=chunk, batch=examples, checkpoint=checkpoint)
     if mesh is None:
         if batched:
             return jax.vmap(lambda xi: _dense(chain, plan, params, xi))(x)
@@ -68,7 +71,7 @@ def _one(chain, plan, params, x, mesh):
 def _run(chain, plan, params, x, mesh):
     y, tape = chain.forward(params, x)
     sweep = partial(_sweep, mesh=mesh, chunk=plan.chunk)
-    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep)), y
+    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep, plan.checkpoint)), y
 
 
 def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator:

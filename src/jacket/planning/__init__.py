@@ -2,6 +2,7 @@
 Plan with its table and picture. A new move is a node class in ``_nodes.py`` with its fma in
 ``_model.py``, its price under a cost model in ``_costs.py`` and its candidates in ``_dp.py``."""
 from ._costs import FMA, CalibratedCost, CostModel, Rates
+from ._limit import parse_bytes, smallest_limit
 from ._memory import MemoryEstimate
 from ._model import Model
 from ._nodes import Adj, Execution, Jac, Mul, Node, Tan
@@ -9,4 +10,4 @@ from ._orders import format_order, parse_order
 from ._plan import Plan, make_plan, optimal_plan
 
 __all__ = ["Plan", "make_plan", "optimal_plan", "CostModel", "FMA", "CalibratedCost", "Rates", "Model", "Node", "Jac", "Tan", "Adj", "Mul", "Execution",
-           "parse_order", "format_order", "MemoryEstimate"]
+           "parse_order", "format_order", "MemoryEstimate", "smallest_limit", "parse_bytes"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 
 __all__ = ["CostModel", "FmaCost", "CalibratedCost", "Rates", "FMA", "SKINNY", "step_ticks", "tree_ticks",
-           "plan_ticks", "fixed_ticks", "chunk_ticks", "factor_weights", "coarser"]
+           "plan_ticks", "fixed_ticks", "chunk_ticks", "recompute_ticks", "factor_weights", "coarser"]
 
 SKINNY = 64  # a dense product with a side below this many is "skinny" (matrix-vector-like)
 
@@ -220,6 +220,19 @@ def chunk_ticks(cost: CostModel, model, node, chunk: int) -> int:
     weights = sum(factor_weights(model)[a:b + 1]) if cost.mm_io else 0
     return ((batches - 1) * (cost.step + weights * cost.mm_io)
             + seeds * fma * (cost.sweep_rate(chunk) - cost.sweep_rate(seeds)))
+
+
+def recompute_ticks(cost: CostModel, model, node, checkpoint) -> int:
+    """What a checkpointed ADJ ``node`` adds (``Plan.checkpointed``): the forward pass through its
+    factors once more (one vector, every parameter read again) and a step per extra segment."""
+    from ._nodes import Adj, sweep_segments
+    if checkpoint is None or not isinstance(node, Adj) or node.through[1] == node.through[0]:
+        return 0
+    a, b = node.through
+    extra = len(sweep_segments(a, b, checkpoint)) - 2
+    io = sum(model.dims[t - 1] + model.dims[t] for t in range(a, b + 1))
+    weights = sum(factor_weights(model)[a:b + 1]) if cost.mm_io else 0
+    return extra * cost.step + cost.sweep(1, model.jvp_sum(a, b), io, weights) - cost.step
 
 
 def tree_ticks(cost: CostModel, model, node) -> int:

@@ -88,10 +88,15 @@ def _jac_ticks(cost: CostModel, model: Model, i: int) -> int:
     return _tree_ticks(cost, model, model.jac(i))
 
 
-def optimal_plan(model: Model, cost: CostModel = FMA) -> Node:
+def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = None) -> Node:
     """The cheapest plan tree over the move set described in ``_plan.py``'s docstring, in the
     ticks of ``cost`` (``_costs.py``; default :data:`~._costs.FMA`, ticks = fma), priced step by
     step exactly as :func:`~._costs.tree_ticks` prices a tree.
+
+    ``max_dense``: the cheapest plan among those whose dense intermediates (every sub-product
+    materialised as a matrix, ``n_j n_{i−1}`` floats, the result excepted) have at most that many
+    floats; a Dense factor's own Jacobian is its weight, an argument, and always allowed. The
+    memory-limited planner (``_limit.py``) walks these caps down.
 
     Among plans of equal cost the one with fewest steps wins: the DP minimises the key
     ``ticks · scale + steps``, exact in int64 for chains up to about 10¹⁵ ticks.
@@ -179,6 +184,9 @@ def optimal_plan(model: Model, cost: CostModel = FMA) -> Node:
                 best, move = jac, _JAC
         else:
             key_s[i, i] = key_st[i, i] = jac
+        if max_dense is not None and n > 1 and int(d[i] * d[i - 1]) > max_dense:
+            # too large as a matrix: only a Dense factor's weight (an argument) may stand for it
+            best, move = (jac, _JAC) if model.layers[i - 1].__class__.__name__ == "Dense" else (_INF, move)
         key_m[i, i] = key_mt[i, i] = best
         move_m[i, i] = move
 
@@ -301,6 +309,8 @@ def optimal_plan(model: Model, cost: CostModel = FMA) -> Node:
             diagonal(split_s, length, m)[:] = i + arg
         move = cand.argmin(axis=0)  # the first of equal keys: move order, as the codes
         best = cand[move, index[:m]] + 1
+        if max_dense is not None and length < n:  # the result (length n) is the output, always allowed
+            best = np.where(product > scale * max_dense, _INF, np.minimum(best, _INF))
         diagonal(key_m, length, m)[:] = best
         diagonal(key_mt, length, m, True)[:] = best
         diagonal(move_m, length, m)[:] = move

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .._table import format_table
-from ._costs import FMA, CostModel, chunk_ticks, fixed_ticks, step_ticks, tree_ticks
+from ._costs import FMA, CostModel, chunk_ticks, fixed_ticks, recompute_ticks, step_ticks, tree_ticks
 from ._dp import optimal_plan
 from ._model import Model
 from ._nodes import Node
@@ -53,7 +53,10 @@ class Plan:
     modes), ``speedup`` (their minimum over ``fma``), ``largest_intermediate`` (floats),
     ``peak_memory`` (floats held at once, tape of activations included), ``dims``; ``cost``
     (the cost model it was planned and is priced under, ``FMA`` by default) with ``ticks`` and,
-    for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model.
+    for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model;
+    ``chunk`` (seed vectors per batch of every sweep, ``None``: all at once); ``memory`` (the
+    bytes model of one call, in ``dtype``) and ``memory_limit`` (bytes, when it was planned
+    under one: ``chain.plan(order, memory_limit=)``). Equality is the tree, widths, devices and chunk.
     """
 
     root: Node
@@ -68,13 +71,29 @@ class Plan:
     cost: CostModel = FMA
     model: Model | None = None
     chunk: int | None = None
+    checkpoint: int | str | None = None  # segments per ADJ sweep recomputed from their first activation
+    memory_limit: int | None = None  # bytes: set by a memory-limited planning (``_limit.py``)
+    dtype: str = "float32"  # what ``memory`` counts bytes for
+    batch: int = 1  # examples per call the limit was checked for
 
     def __eq__(self, other):
-        return isinstance(other, Plan) and (self.root, self.dims, self.devices, self.chunk) == \
-            (other.root, other.dims, other.devices, other.chunk)
+        return isinstance(other, Plan) and (self.root, self.dims, self.devices, self.chunk, self.checkpoint) == \
+            (other.root, other.dims, other.devices, other.chunk, other.checkpoint)
 
     def __hash__(self):
-        return hash((self.root, self.dims, self.devices, self.chunk))
+        return hash((self.root, self.dims, self.devices, self.chunk, self.checkpoint))
+
+    def checkpointed(self, checkpoint: int | str | None) -> "Plan":
+        """This plan with every ADJ sweep through more than one factor run in ``checkpoint``
+        segments (``"sqrt"``: ⌈√length⌉), each recomputing its activations from its first one:
+        the tape holds the boundaries and one segment instead of every activation the sweep
+        reads, for one more forward pass through the swept factors. The same fma and result."""
+        if not (checkpoint is None or checkpoint == "sqrt" or
+                (isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 1)):
+            raise ValueError(f"checkpoint must be None, 'sqrt' or a positive number of segments per ADJ sweep, "
+                             f"got {checkpoint!r}")
+        import dataclasses
+        return self if checkpoint == self.checkpoint else dataclasses.replace(self, checkpoint=checkpoint)
 
     def chunked(self, chunk: int | None) -> "Plan":
         """This plan with every TAN/ADJ sweep run ``chunk`` seed vectors at a time
@@ -112,7 +131,12 @@ class Plan:
         ticks = tree_ticks(cost, self.model, self.root) + fixed_ticks(cost, self.model)
         if self.chunk is not None:
             ticks += sum(chunk_ticks(cost, self.model, step, self.chunk) for step in self.steps)
-        return cost.seconds(ticks)
+        return cost.seconds(ticks + self.recompute_ticks(cost))
+
+    def recompute_ticks(self, cost: CostModel) -> int:
+        """Ticks of the checkpointed ADJ sweeps' recomputation under ``cost`` (fma under ``FMA``:
+        the forward pass through their factors once more, its fma by the JVP declarations)."""
+        return sum(recompute_ticks(cost, self.model, step, self.checkpoint) for step in self.steps)
 
     @property
     def steps(self) -> tuple[Node, ...]:
@@ -132,10 +156,10 @@ class Plan:
 
     @property
     def memory(self):
-        """The bytes model of one compiled call in float32 (:func:`~jacket.planning._memory.plan_memory`):
+        """The bytes model of one compiled call in ``dtype`` (float32 unless planned for another) (:func:`~jacket.planning._memory.plan_memory`):
         XLA's temporaries, result and arguments, per step."""
         from ._memory import plan_memory
-        return plan_memory(self, "float32")
+        return plan_memory(self, self.dtype)
 
     def __repr__(self):
         return f"Plan({self.order!r}, fma={self.fma:,})"
@@ -150,7 +174,9 @@ class Plan:
             f" (sizes {self.dims})"
 
     def table(self) -> str:
-        """The printed summary: totals, speedup, memory, and one row per step."""
+        """The printed summary: totals, speedup, memory, and one row per step (``live MB``: the
+        bytes model's buffers live at the step's worst moment besides the output, the tape
+        included; the output allocation may hold one of them)."""
         width = max(len(str(self.dims)), 12)
         head = [
             f"  Jacobian of a chain with {self._described_shapes()}: {self.dims[-1]}×{self.dims[0]}",
@@ -164,12 +190,21 @@ class Plan:
             f"  {'memory (model):':<24}{_mb(self.memory.temp_bytes)} MB temporaries, "
             f"{_mb(self.memory.result_bytes)} MB result",
         ]
+        if self.memory_limit is not None:
+            from ._limit import call_bytes
+            need = call_bytes(self, self.memory, self.batch)
+            per = f" for {self.batch} examples" if self.batch > 1 else ""
+            head.append(f"  {'memory limit:':<24}{_mb(self.memory_limit)} MB{per}; this plan needs {_mb(need)} MB "
+                        f"(arguments, result, temporaries; {self.dtype})")
+        if self.checkpoint is not None:
+            head.insert(2, f"  {'checkpoint:':<24}{self.checkpoint!s:>{width}}   (segments per ADJ sweep; "
+                           f"activations recomputed: {self.recompute_ticks(FMA):,} fma more)")
         if self.chunk is not None:
             head.insert(2, f"  {'chunk:':<24}{self.chunk:>{width}}   (seed vectors per batch of every sweep)")
         if self.devices > 1:
             head.insert(2, f"  {'devices:':<24}{self.devices:>{width}}   (fma and memory per device: "
                            f"TAN/ADJ seeds split, products whole)")
-        columns = ["step", "op", "factors", "result", "fma"]
+        columns = ["step", "op", "factors", "result", "fma", "live MB"]
         if self.cost.predicts_time:
             forward, reverse = (_cached_plan(self.model.chain, o, self.devices, self.cost).predicted_s
                                 for o in ("forward", "reverse"))
@@ -183,9 +218,12 @@ class Plan:
         """One row per step; a block's JAC step is followed by its chains' plans, indented and
         numbered under it (``3.1``, ``3.2``; ``3.b2.1`` for branch 2 of a Parallel)."""
         rows, indent = [], "  " * depth
+        live = {(m.op, m.factors): m.live_bytes for m in self.memory.steps}
         for k, step in enumerate(self.steps, 1):
             label = f"{prefix}{k}" if prefix else k  # plain numbers (right-aligned) without blocks
-            row = (label, indent + step.op, step.describe(), step.structure.describe(), step.step_fma)
+            held = live.get((step.op, step.describe()))
+            row = (label, indent + step.op, step.describe(), step.structure.describe(), step.step_fma,
+                   "" if held is None else _mb(held))
             if self.cost.predicts_time:
                 row += (_ms(self.cost.seconds(step_ticks(self.cost, self.model, step))).strip(),)
             rows.append(row)
@@ -212,29 +250,59 @@ def resolve_cost(cost) -> CostModel:
     raise ValueError(f"cost must be 'fma', 'calibrated', a Rates or a CostModel, got {cost!r}")
 
 
-def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None) -> Plan:
+def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None, memory_limit=None,
+              chunk=None, batch: int = 1, checkpoint=None) -> Plan:
     """The :class:`Plan` of ``order`` for ``chain``: a Plan (returned as is if it fits the chain),
     ``"forward"``, ``"reverse"``, ``"optimal"`` (the cheapest under ``cost``), ``"fastest"``
     (autotuned: the best few plans under the calibrated model compiled and timed on this device,
     the winner cached on disk, :mod:`jacket.tuning`), or an order string (see ``_orders.py``).
     ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device).
     ``cost``: see :func:`resolve_cost`; the plan is priced (and "optimal" chosen) under it.
-    ``dtype``: what "fastest" times (default float32; ``chain.jacobian`` passes its input's)."""
+    ``dtype``: what "fastest" times and the memory model counts (default float32).
+    ``memory_limit`` (bytes, or a string such as ``"64MB"``): the cheapest plan whose predicted
+    bytes for a call of ``batch`` examples fit (``_limit.py``), its chunk size and checkpoints
+    chosen too unless ``chunk`` / ``checkpoint`` fix them (:meth:`Plan.chunked`,
+    :meth:`Plan.checkpointed`); a clear error naming the smallest limit found to fit when none does."""
     if isinstance(order, Plan):
         if order.shapes != tuple(chain.shapes) or order.layers != tuple(chain.layers):
             raise ValueError(f"this plan was made for another chain ({order.layers}, widths {order.dims}), "
                              f"not {chain}: plan again with chain.plan(...)")
-        return order
-    if not isinstance(order, str):
+        if memory_limit is None:
+            return _with(order, chunk, checkpoint)
+    elif not isinstance(order, str):
         raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
-    named = order.strip().lower()
+    if chunk is not None and devices > 1:
+        Plan.chunked(_cached_plan(chain, "forward", devices, FMA), chunk)  # the refusal, with its message
+    named = order.strip().lower() if isinstance(order, str) else None
     if named == "fastest":
+        if memory_limit is not None:
+            raise ValueError("order='fastest' does not take a memory_limit yet: use 'optimal' (the cheapest plan "
+                             "that fits under the cost model, cost='calibrated' for predicted time)")
         from ..tuning import fastest_plan
-        return fastest_plan(chain, devices=devices, dtype=dtype or "float32")
+        return _with(fastest_plan(chain, devices=devices, dtype=dtype or "float32"), chunk, checkpoint)
     cost = resolve_cost(cost)
-    return _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices, cost)
+    if memory_limit is not None:
+        from ._limit import limited_plan
+        return limited_plan(chain, order, memory_limit, devices, cost, chunk, dtype or "float32", batch,
+                            checkpoint=checkpoint)
+    if not isinstance(order, Plan):
+        order = _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices, cost)
+    import dataclasses
+    if dtype is not None and str(dtype) != order.dtype:
+        order = dataclasses.replace(order, dtype=str(dtype))
+    return _with(order, chunk, checkpoint)
+
+
+def _with(plan, chunk, checkpoint):
+    plan = plan if chunk is None else plan.chunked(chunk)
+    return plan if checkpoint is None else plan.checkpointed(checkpoint)
+
+
+def _plan_of(chain, model, root, name, cost) -> Plan:
+    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
+                name, model.devices, tuple(chain.layers), tuple(chain.shapes), cost, model)
 
 
 @lru_cache(maxsize=512)
@@ -249,22 +317,28 @@ def _cached_plan(chain, order: str, devices: int, cost: CostModel = FMA) -> Plan
         root, name = _optimal(model, cost), "optimal"
     else:
         root, name = parse_order(order, model), ""
-    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
-                name, model.devices, tuple(chain.layers), tuple(chain.shapes), cost, model)
+    return _plan_of(chain, model, root, name, cost)
 
 
-def _optimal(model, cost):
+@lru_cache(maxsize=512)
+def capped_plan(chain, devices: int, cost: CostModel, max_dense: int) -> Plan:
+    """The optimal plan among those whose dense intermediates have at most ``max_dense`` floats."""
+    model = Model(chain, devices)
+    return _plan_of(chain, model, _optimal(model, cost, max_dense), f"optimal, dense ≤ {max_dense:,} floats", cost)
+
+
+def _optimal(model, cost, max_dense=None):
     """The DP under ``cost``; a calibrated model whose ticks overflow the DP's int64 keys on this
     chain is retried with coarser ticks (the plan is priced under ``cost`` all the same)."""
     from ._costs import coarser
     for _ in range(4):
         try:
-            return optimal_plan(model, cost)
+            return optimal_plan(model, cost, max_dense)
         except ValueError as err:
             if not (cost.predicts_time and "too large to plan exactly" in str(err)):
                 raise
             cost = coarser(cost)
-    return optimal_plan(model, cost)
+    return optimal_plan(model, cost, max_dense)
 
 
 def _mb(n_bytes: int) -> str:

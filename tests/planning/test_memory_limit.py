@@ -1,0 +1,168 @@
+"""Plans under a memory limit (``planning/_limit.py``): ``chain.plan(order, memory_limit=)``.
+
+* the capped DP (``optimal_plan(model, max_dense=)``) attains the minimum fma over every plan
+  tree of the move set whose dense intermediates fit the cap (an exhaustive enumeration);
+* the planner never returns a plan above the limit by the bytes model; a larger limit never
+  gives a costlier plan; the unconstrained optimum comes back when it fits; below every
+  candidate, the error names the smallest limit that fits, and that limit works;
+* memory-limited Jacobians equal ``jax.jacfwd`` in float64, and XLA's compiled bytes of a few
+  of them are checked against the limit.
+"""
+from __future__ import annotations
+
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_planner import KINDS, random_chain
+
+import jacket
+from jacket.planning._dp import optimal_plan
+from jacket.planning import smallest_limit
+from jacket.planning._limit import call_bytes, largest_dense, parse_bytes
+from jacket.planning._model import Model
+
+
+def all_trees(model, lo, hi, memo):
+    """Every plan tree of J_hi ⋯ J_lo in the move set (small chains only)."""
+    if (lo, hi) in memo:
+        return memo[lo, hi]
+    trees = [model.tan(lo, hi), model.adj(lo, hi)] + ([model.jac(lo)] if lo == hi else [])
+    for k in range(lo, hi):
+        right, left = all_trees(model, lo, k, memo), all_trees(model, k + 1, hi, memo)
+        trees += [model.tan(lo, hi, r) for r in right] + [model.adj(lo, hi, l_) for l_ in left]
+        trees += [model.mul(l_, r) for l_ in left for r in right]
+    memo[lo, hi] = trees
+    return trees
+
+
+def dense_sizes(chain, root):
+    return [step.structure.size for step in root.postorder()
+            if step is not root and step.structure.kind == "matrix"
+            and not (step.op == "JAC" and type(chain.layers[step.lo - 1]).__name__ == "Dense")]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_capped_dp_attains_the_minimum_over_every_tree_under_the_cap(seed):
+    rng = random.Random(seed)
+    chain = random_chain(rng, rng.randint(2, 4), KINDS, max_width=12)
+    model = Model(chain)
+    trees = all_trees(model, 1, model.n, {})
+    caps = sorted({s for t in trees for s in dense_sizes(chain, t)} | {1})
+    for cap in caps:
+        fits = [t for t in trees if max(dense_sizes(chain, t), default=0) <= cap]
+        root = optimal_plan(model, max_dense=cap)
+        assert max(dense_sizes(chain, root), default=0) <= cap, (chain, cap, root.order())
+        assert root.fma == min(t.fma for t in fits), (chain, cap, root.order())
+
+
+def _chain():
+    return jacket.Chain([jacket.Dense(16, 96), jacket.Tanh(), jacket.Dense(96, 96), jacket.Tanh(),
+                         jacket.Dense(96, 24)])
+
+
+def test_the_unconstrained_optimum_comes_back_when_it_fits():
+    chain = _chain()
+    best = chain.plan("optimal")
+    got = chain.plan("optimal", memory_limit=best.memory.total_bytes)
+    assert got == best and got.chunk is None and got.memory_limit == best.memory.total_bytes
+    text = str(got)
+    assert "memory limit:" in text and "live MB" in text
+
+
+@given(st.integers(0, 2 ** 31), st.floats(0.0, 1.0))
+@settings(max_examples=25, deadline=None)
+def test_plans_never_exceed_the_limit_and_more_memory_never_costs_more(seed, where):
+    rng = random.Random(seed)
+    chain = random_chain(rng, rng.randint(2, 6), KINDS, max_width=48)
+    top = chain.plan("optimal").memory.total_bytes
+    floor = smallest_limit(chain)
+    limits = sorted({floor, int(floor + where * (top - floor)), top})
+    plans = [chain.plan("optimal", memory_limit=limit) for limit in limits]
+    for limit, plan in zip(limits, plans):
+        assert call_bytes(plan, plan.memory) <= limit
+    fmas = [p.fma for p in plans]
+    assert fmas == sorted(fmas, reverse=True), (limits, fmas)
+
+
+def test_below_every_plan_the_error_names_the_smallest_limit_that_fits():
+    chain = _chain()
+    with pytest.raises(ValueError, match=r"no plan of this chain fits memory_limit=.*pass memory_limit >= (\d+)") as info:
+        chain.plan("optimal", memory_limit=100)
+    need = int(str(info.value).split("memory_limit >= ")[1].split()[0])
+    assert need == smallest_limit(chain)
+    assert "arguments" in str(info.value) and "temporaries" in str(info.value)
+    plan = chain.plan("optimal", memory_limit=need)
+    assert plan.memory.total_bytes == need
+    with pytest.raises(ValueError, match="no plan"):
+        chain.plan("optimal", memory_limit=need - 1)
+
+
+def test_a_named_order_keeps_its_tree_and_gets_a_chunk():
+    chain = _chain()
+    reverse = chain.plan("reverse")
+    limit = (reverse.memory.total_bytes + reverse.memory.argument_bytes + reverse.memory.result_bytes) // 2
+    got = chain.plan("reverse", memory_limit=limit)
+    assert got.root == reverse.root and got.chunk is not None and got.memory.total_bytes <= limit
+
+
+def test_memory_limited_jacobians_equal_jacfwd_and_xla_stays_near_the_limit():
+    chain = jacket.Chain([jacket.Dense(12, 160), jacket.Tanh(), jacket.Dense(160, 160), jacket.Softplus(),
+                          jacket.Dense(160, 20)])
+    params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (12,), jnp.float64)
+    want = jax.jacfwd(chain.apply, argnums=1)(params, x)
+    plans = {}
+    top = jacket.planning.make_plan(chain, "optimal", dtype="float64").memory.total_bytes
+    need = smallest_limit(chain, dtype="float64")
+    for fraction in (1.0, 0.5, 0.0):
+        limit = int(need + fraction * (top - need))
+        got = chain.jacobian(params, x, "optimal", memory_limit=limit)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        plan = jacket.planning.make_plan(chain, "optimal", dtype="float64", memory_limit=limit)
+        assert plan.dtype == "float64" and call_bytes(plan, plan.memory) <= limit
+        plans[fraction] = (plan, limit)
+    # XLA's bytes for a batch of 64, where the sweeps (not the params) dominate: every plan
+    # within the limit, the model 0.84-0.97x of XLA at these sizes (it over-counts a little)
+    xb = jax.random.normal(jax.random.PRNGKey(2), (64, 12), jnp.float64)
+    top = call_bytes(plans[1.0][0], plans[1.0][0].memory, 64)
+    for fraction in (1.0, 0.6, 0.4):
+        plan = jacket.planning.make_plan(chain, "optimal", dtype="float64", memory_limit=int(top * fraction),
+                                         batch=64)
+        m = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan)).lower(params, xb).compile() \
+            .memory_analysis()
+        xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+        assert xla <= top * fraction, (plan.order, plan.chunk, xla, top * fraction)
+    got = chain.jacobian(params, xb[:3], "reverse", memory_limit="50MB")
+    np.testing.assert_allclose(got, jax.vmap(lambda xi: jax.jacfwd(chain.apply, argnums=1)(params, xi))(xb[:3]),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("text, want", [(4096, 4096), ("64MB", 64 * 10 ** 6), ("1.5 GiB", int(1.5 * 2 ** 30)),
+                                        ("2kib", 2048), (1e6, 10 ** 6)])
+def test_limits_read_as_bytes(text, want):
+    assert parse_bytes(text) == want
+
+
+@pytest.mark.parametrize("bad", ["lots", "12 parsecs", -5, 0, True, None, [1]])
+def test_bad_limits_are_refused_with_their_value(bad):
+    with pytest.raises(ValueError, match="memory_limit"):
+        _chain().plan("optimal", memory_limit=bad) if bad is not None else parse_bytes(bad)
+
+
+def test_what_cannot_take_a_limit_says_so():
+    chain = _chain()
+    with pytest.raises(ValueError, match="fastest.*memory_limit"):
+        chain.plan("fastest", memory_limit="1GB")
+    with pytest.raises(ValueError, match="memory limit"):
+        chain.plan("optimal", wrt="params", memory_limit="1GB")
+
+
+def test_largest_dense_ignores_dense_weights_and_the_result():
+    chain = _chain()
+    assert largest_dense(chain.plan("forward")) == 0
+    assert largest_dense(chain.plan("((J5 (J4 J3)) (J2 J1))")) == 96 * 96
