@@ -10,14 +10,19 @@ Target: the temporaries within 1.5× of XLA's on every family and order.
 
 **Checkpointing**: ``jacket.value_and_grad`` of 32 × (Dense(256, 256), Tanh) at batch 4096
 (float32, ``MeanSquaredError``; activations dominate) with the full tape, with
-``checkpoint="sqrt"`` and ``jax.value_and_grad``: XLA's temporaries of each (compiled) and their
-times (interleaved, median). Targets: ≤ 1/4 of the full tape's temporaries at ≤ 1.5× its time.
+``checkpoint="sqrt"`` and ``"two-level"`` and ``jax.value_and_grad``: XLA's temporaries of each
+(compiled), the activations' share of them (the temporaries less the part that does not grow
+with depth, measured at half the depth) and their times (interleaved, median). Targets: ≤ 1/4
+of the full tape's temporaries at ≤ 1.5× its time.
 
 **Chunked sweeps**: the Jacobians of 1024 → 8192 → 8192 → 1024 and of the bottleneck
 4096-4096-16-4096-4096 (tanh) with ``jax.jacrev``, ``jax.jacfwd`` and jacket's optimal plan whole
 and in chunks of 512, 256 and 128 seeds: XLA's temporaries, the model's, and the times
 (interleaved medians). Target per chain: some plan with ≤ 1/4 of ``jax.jacrev``'s temporaries at
 ≤ 1.5× the time of the better of JAX's two. The chunk sizes trace the time/memory trade-off.
+
+**Memory limits** (:mod:`.memory_limits`): the planner's plans under a sweep of limits, their
+bytes by XLA against the limit and their times against the unlimited plan.
 """
 from __future__ import annotations
 
@@ -43,11 +48,12 @@ def config(full: bool = False) -> dict:
             "checkpoint_repeats": 7 if full else 3,
             "chunked": [[1024, 8192, 8192, 1024], [4096, 4096, 16, 4096, 4096]] if full else
                        [[256, 2048, 2048, 256], [1024, 1024, 16, 1024, 1024]],
-            "chunks": [512, 256, 128], "chunk_repeats": 3}
+            "chunks": [512, 256, 128], "chunk_repeats": 3, "full": full, "limit_points": 6,
+            "limit_repeats": 5 if full else 3}
 
 
 def n_steps(cfg: dict) -> int:
-    return len(cfg["families"]) + 1 + len(cfg["chunked"])
+    return len(cfg["families"]) + 1 + len(cfg["chunked"]) + 2
 
 
 def measure(chain, plan, params, x) -> dict:
@@ -74,8 +80,12 @@ def checkpoint_chain(blocks: int = 32, width: int = 256):
 
 
 def measure_checkpoint(cfg) -> dict:
-    """value_and_grad with the full tape, with ``checkpoint="sqrt"`` and jax.value_and_grad:
-    XLA's temp bytes of each and their times (interleaved medians), MeanSquaredError, float32."""
+    """value_and_grad with the full tape, ``checkpoint="sqrt"``, ``"two-level"`` and
+    jax.value_and_grad: XLA's temp bytes of each and their times (interleaved medians),
+    MeanSquaredError, float32. The activations' share of the temporaries is measured too: the
+    full tape's temporaries at half the depth give the bytes per block (a line through the two),
+    and what is left at depth 0 is the working set that does not grow with depth (the gradient
+    pass's cotangents and products); a schedule's activation bytes are its temporaries less that."""
     import jax
     import jax.numpy as jnp
     import jacket
@@ -87,14 +97,26 @@ def measure_checkpoint(cfg) -> dict:
     target = jnp.zeros_like(x)
     fns = {"full tape": jacket.value_and_grad(chain, loss),
            "checkpoint sqrt": jacket.value_and_grad(chain, loss, checkpoint="sqrt"),
+           "checkpoint two-level": jacket.value_and_grad(chain, loss, checkpoint="two-level"),
            "jax.value_and_grad": jax.value_and_grad(lambda p, x, t: loss.apply(chain.apply(p, x), t))}
     temp = {k: int(jax.jit(f).lower(params, x, target).compile().memory_analysis().temp_size_in_bytes)
             for k, f in fns.items()}
+    half = checkpoint_chain(c["blocks"] // 2, c["width"])
+    half_temp = int(jax.jit(jacket.value_and_grad(half, loss)).lower(half.init(jax.random.PRNGKey(0)), x, target)
+                    .compile().memory_analysis().temp_size_in_bytes)
+    per_block = (temp["full tape"] - half_temp) / (c["blocks"] - c["blocks"] // 2)
+    fixed = temp["full tape"] - per_block * c["blocks"]
+    activations = {k: v - fixed for k, v in temp.items()}
     timing = alternate(fns, (params, x, target), repeats=cfg.get("checkpoint_repeats", 7), baseline="full tape",
                        min_sample_s=0.05)
     return {"layers": len(chain), "width": c["width"], "batch": c["batch"], "temp_bytes": temp,
             "activation_bytes": 4 * c["batch"] * c["width"], "median_s": timing["median_s"],
-            "ratio": timing["ratio"], "memory_ratio": temp["checkpoint sqrt"] / temp["full tape"]}
+            "ratio": timing["ratio"], "memory_ratio": temp["checkpoint sqrt"] / temp["full tape"],
+            "memory_ratio_two_level": temp["checkpoint two-level"] / temp["full tape"],
+            "half_depth_temp": half_temp, "fixed_temp": fixed, "per_block_temp": per_block,
+            "activation_temp": activations,
+            "activation_ratio": {k: activations[k] / activations["full tape"] for k in
+                                 ("checkpoint sqrt", "checkpoint two-level")}}
 
 
 def measure_chunked(widths, cfg) -> dict:
@@ -158,13 +180,20 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
     if tick:
         tick("memory checkpointing")
     ck = measure_checkpoint(cfg)
-    print(format_table(["value_and_grad", "XLA temp MB", "ms", "time / full tape"],
-                       [[k, ck["temp_bytes"][k] / 1e6, ck["median_s"][k] * 1e3, ck["ratio"][k]] for k in ck["temp_bytes"]],
-                       title=f"Checkpointing: {ck['layers']} layers, width {ck['width']}, batch {ck['batch']}"))
-    targets[f"checkpoint sqrt: temporaries <= {CHECKPOINT_MEMORY} x the full tape's ({ck['memory_ratio']:.2f})"] = \
-        ck["memory_ratio"] <= CHECKPOINT_MEMORY
-    targets[f"checkpoint sqrt: time <= {CHECKPOINT_TIME} x the full tape's ({ck['ratio']['checkpoint sqrt']:.2f})"] = \
-        ck["ratio"]["checkpoint sqrt"] <= CHECKPOINT_TIME
+    print(format_table(["value_and_grad", "XLA temp MB", "activations MB", "ms", "time / full tape"],
+                       [[k, ck["temp_bytes"][k] / 1e6, ck["activation_temp"][k] / 1e6, ck["median_s"][k] * 1e3,
+                         ck["ratio"][k]] for k in ck["temp_bytes"]],
+                       title=f"Checkpointing: {ck['layers']} layers, width {ck['width']}, batch {ck['batch']} "
+                             f"(activations: temporaries less the {ck['fixed_temp'] / 1e6:.3g} MB that do not "
+                             f"grow with depth)"))
+    for name in ("sqrt", "two-level"):
+        key = f"checkpoint {name}"
+        targets[f"checkpoint {name}: temporaries <= {CHECKPOINT_MEMORY} x the full tape's "
+                f"({ck['temp_bytes'][key] / ck['temp_bytes']['full tape']:.2f}; activations "
+                f"{ck['activation_ratio'][key]:.2f})"] = ck["temp_bytes"][key] / ck["temp_bytes"]["full tape"] \
+            <= CHECKPOINT_MEMORY
+        targets[f"checkpoint {name}: time <= {CHECKPOINT_TIME} x the full tape's ({ck['ratio'][key]:.2f})"] = \
+            ck["ratio"][key] <= CHECKPOINT_TIME
     chunked = []
     for widths in cfg["chunked"]:
         if tick:
@@ -177,20 +206,32 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
                            title=f"Chunked sweeps, {'-'.join(map(str, widths))} (optimal: {r['order']})"))
         targets[f"{'-'.join(map(str, widths))}: a plan with <= {CHUNK_MEMORY} x jacrev's temporaries at <= "
                 f"{CHUNK_TIME} x the better JAX's time ({', '.join(r['fits']) or 'none'})"] = bool(r["fits"])
+    from .memory_limits import run_limits
+    limits = run_limits(cfg, tick)
+    for r in limits:
+        targets[f"{r['chain']}: XLA's bytes within every memory limit (worst {r['worst_xla_vs_limit']:.2f}x the "
+                f"limit)"] = r["within_limit"]
     record = {"scale": cfg["scale"], "orders": list(ORDERS), "families": families,
               "median_spread": statistics.median(spreads), "max_spread": max(spreads), "targets": targets,
-              "checkpoint": ck, "chunked": chunked}
+              "checkpoint": ck, "chunked": chunked, "limits": limits}
     record["files"] = write_results(NAME, record, out, figure=plot)
     return record
 
 
 def plot(record: dict):
-    """Model / XLA temporaries per family and order (log scale), the 1.5× band shaded."""
+    """Model / XLA temporaries per family and order (log scale), the 1.5× band shaded; beside it,
+    time against XLA's bytes under the sweep of memory limits."""
     import matplotlib.pyplot as plt
     import numpy as np
     families, orders = record["families"], record["orders"]
     width = 0.8 / len(orders)
-    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(families) + 2), 4.5))
+    limits = record.get("limits")
+    fig, axes = plt.subplots(1, 2 if limits else 1, figsize=(max(8, 1.4 * len(families) + 2) + (6 if limits else 0), 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
+    if limits:
+        from .memory_limits import plot_limits
+        plot_limits(axes[0][1], limits)
     colors = plt.get_cmap("tab10")
     for j, m in enumerate(orders):
         xs = np.arange(len(families)) + (j - (len(orders) - 1) / 2) * width
@@ -203,4 +244,5 @@ def plot(record: dict):
     ax.set_title(f"Plan.memory against XLA's memory analysis ({record['device']['device_kind']}, "
                  f"scale {record['scale']})")
     ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
     return fig

@@ -106,7 +106,8 @@ def _tiny(name):
         cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
     elif name == "memory":
         cfg.update(families=("bottleneck", "transformer"), scale=16, checkpoint={"blocks": 3, "width": 8, "batch": 16},
-                   checkpoint_repeats=1, chunked=[[6, 12, 12, 6]], chunks=[4], chunk_repeats=1)
+                   checkpoint_repeats=1, chunked=[[6, 12, 12, 6]], chunks=[4], chunk_repeats=1, limit_points=3,
+                   limit_repeats=1, limit_chains={"wide": [6, 12, 12, 6], "deep": {"blocks": 3, "width": 8, "batch": 4}})
     elif name == "curvature":
         cfg.update(mlp=(6, 5, 5, 3), per_example_mlp=(6, 5, 3), batch=4, scale=8,
                    ntk=[{"name": "mlp", "widths": (4, 3, 5), "n": 2}], params_batch=2, hessian_mlp=(4, 3, 2),
