@@ -28,7 +28,7 @@ def limit_config(full: bool) -> dict:
 
 
 def chains(cfg: dict) -> dict:
-    """name -> (chain, batch), from ``cfg["limit_chains"]`` (:func:`limit_config`)."""
+    """name -> (chain, batch), from a :func:`limit_config` dict (``cfg["limit_chains"]`` of the run)."""
     import jacket
     wide = cfg["wide"]
     blocks, width, batch = cfg["deep"]["blocks"], cfg["deep"]["width"], cfg["deep"]["batch"]
@@ -53,12 +53,12 @@ def sweep(name, chain, batch, points: int, repeats: int) -> dict:
     limits = sorted({max(floor, round(math.exp(math.log(floor) + f * (math.log(top) - math.log(floor)))))
                      for f in [k / (points - 1) for k in range(points)]} | {top}, reverse=True)
     plans, cases = {}, []
-    for limit in limits:
+    for index, limit in enumerate(limits):
         plan = make_plan(chain, "optimal", memory_limit=limit, batch=batch)
         fn = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan))
         m = fn.lower(params, x).compile().memory_analysis()
         xla = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
-        key = f"limit {limit / 1e6:.4g} MB"
+        key = f"limit {index}: {limit / 1e6:.4g} MB"
         plans[key] = fn
         cases.append({"limit": limit, "order": plan.order, "chunk": plan.chunk, "checkpoint": plan.checkpoint,
                       "model_bytes": call_bytes(plan, plan.memory, batch), "xla_bytes": xla,

@@ -41,6 +41,24 @@ def test_plan_takes_inner_orders_and_refuses_bad_arguments(capsys):
     assert "at position 15" in capsys.readouterr().out
 
 
+def test_plan_under_a_memory_limit_chunks_checkpoints_or_names_the_smallest_limit(capsys):
+    from jacket import mlp
+    from jacket.planning import smallest_limit
+    chain = mlp([64, 512, 512, 64], activation="tanh")
+    floor = smallest_limit(chain, batch=8)
+    assert cli.main(["plan", "64,512,512,64", "--memory-limit", str(floor), "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"memory limit: +[\d.]+ MB for 8 examples; this plan needs", out) and "chunk:" in out, out
+    assert cli.main(["plan", "64,512,512,64", "--memory-limit", str(floor - 1), "--batch", "8"]) == 2
+    assert f"pass memory_limit >= {floor}" in capsys.readouterr().out
+    assert cli.main(["plan", "64,512,512,64", "--order", "reverse", "--checkpoint", "2", "--dtype", "float64"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    assert cli.main(["plan", "64,512,512,64", "--memory-limit", "a lot"]) == 2
+    assert "cannot read 'a lot' as bytes" in capsys.readouterr().out
+    assert cli.main(["plan", "64,512,512,64", "--checkpoint", "many"]) == 2
+    assert "--checkpoint must be" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_runs_and_agrees_with_jax(capsys):
     assert cli.main(["demo"]) == 0

@@ -32,9 +32,16 @@ def add_arguments(parser):
                              "calibrated (predicted time from this device's rates: `jacket calibrate`)")
     parser.add_argument("--memory-limit", default=None, metavar="BYTES",
                         help="plan under a memory limit for one call (arguments, result, temporaries by the "
-                             "bytes model), e.g. 64MB or 1.5GiB: the bracketing and the chunk size are chosen")
+                             "bytes model), e.g. 64MB or 1.5GiB: the bracketing, the chunk size and the "
+                             "checkpoints are chosen")
+    parser.add_argument("--batch", type=int, default=1, metavar="B",
+                        help="examples per call the memory is counted for (default 1)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"),
+                        help="the dtype the memory is counted in (default float32)")
     parser.add_argument("--chunk", type=int, default=None, metavar="K",
                         help="run every TAN/ADJ sweep K seed vectors at a time")
+    parser.add_argument("--checkpoint", default=None, metavar="K",
+                        help="run every ADJ sweep in K segments (or 'sqrt') that recompute their activations")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -66,8 +73,15 @@ def run(args) -> int:
     else:
         chain = build_chain(parse_widths(args.widths), args.act)
     try:
+        checkpoint = args.checkpoint
+        if checkpoint is not None and checkpoint != "sqrt":
+            try:
+                checkpoint = int(checkpoint)
+            except ValueError:
+                raise ValueError(f"--checkpoint must be a number of segments or 'sqrt', got {checkpoint!r}") from None
+        options = {} if args.wrt == "params" else {"dtype": args.dtype, "batch": args.batch}
         plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost,
-                          chunk=args.chunk, memory_limit=args.memory_limit)
+                          chunk=args.chunk, memory_limit=args.memory_limit, checkpoint=checkpoint, **options)
     except ValueError as err:
         print(f"jacket plan: {err}")
         return 2

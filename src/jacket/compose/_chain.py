@@ -326,7 +326,7 @@ class Chain(Layer):
 
     # ---- orders (see jacket/planning) --------------------------------------------------
     def plan(self, order="optimal", devices: int = 1, wrt="x", cost=None, chunk=None, memory_limit=None,
-             checkpoint=None):
+             checkpoint=None, dtype=None, batch: int = 1):
         """The static :class:`~jacket.Plan` for ``order`` (no arrays needed; cached per chain,
         order, devices and cost model). With ``devices > 1`` the TAN/ADJ seeds are split across
         that many devices and costs are per device. ``cost``: ``"fma"`` (default, exact and
@@ -340,7 +340,8 @@ class Chain(Layer):
         whole tape (:meth:`~jacket.Plan.checkpointed`). ``memory_limit`` (bytes, or ``"64MB"``): the
         cheapest plan whose predicted bytes for one call (arguments, result, XLA's temporaries:
         ``plan.memory``) fit, choosing the bracketing (for "optimal"), chunk size and checkpoints;
-        a ValueError naming the smallest limit found to fit when none does (``planning/_limit.py``).
+        a ValueError naming the smallest limit found to fit when none does (``planning/_limit.py``);
+        the bytes are counted for ``batch`` examples per call in ``dtype`` (default float32).
         ``wrt="params"``: the plan of the parameter
         Jacobian (:class:`jacket.compose.ParamsPlan`: forward, reverse or the cheapest segmentation)."""
         if not (isinstance(wrt, str) and wrt == "x"):
@@ -356,7 +357,10 @@ class Chain(Layer):
                                  f"yet, got chunk={chunk!r}, memory_limit={memory_limit!r}, checkpoint={checkpoint!r}")
             return params_plan(self, order)
         from ..planning import make_plan
-        return make_plan(self, order, devices, cost, memory_limit=memory_limit, chunk=chunk, checkpoint=checkpoint)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"Chain.plan: batch must be a positive number of examples per call, got {batch!r}")
+        return make_plan(self, order, devices, cost, dtype=dtype, memory_limit=memory_limit, chunk=chunk,
+                         batch=batch, checkpoint=checkpoint)
 
     def jacobian(self, params, x, order="optimal", mesh=None, wrt="x", chunk=None, memory_limit=None,
                  checkpoint=None):

@@ -7,8 +7,9 @@ result and temporaries: ``MemoryEstimate.total_bytes``) fit, choosing among
 
 * **orders**: for ``"optimal"``, the optimum of the DP and the optima under ever smaller caps on
   the dense intermediates (``optimal_plan(..., max_dense=)``: each cap is the largest matrix the
-  previous plan materialised, less one float, so every plan on the cost/size frontier of the
-  move set is visited once), plus forward and reverse; any other order is kept as given;
+  previous plan materialised, less one float, so the plans on the cost/size frontier of the
+  move set are visited once each, the first ``MAX_CAPS`` of them), plus forward and reverse; any
+  other order is kept as given;
 * **chunk sizes**: every TAN/ADJ sweep whole, or ``2^p`` seed vectors at a time (``Plan.chunked``),
   which bounds what a sweep holds to one batch of seeds;
 * **checkpoints**: ADJ sweeps reading the whole tape, or in ⌈√length⌉ segments that recompute
@@ -26,6 +27,7 @@ needs; no plan needs less than its arguments and its result.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,7 +50,7 @@ def parse_bytes(limit, where="memory_limit") -> int:
     elif isinstance(limit, (float, np.floating)) and np.isfinite(limit):
         value = int(limit)
     elif isinstance(limit, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", limit)
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([a-zA-Z]*)\s*", limit)
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _UNITS:
             raise ValueError(f"{where}: cannot read {limit!r} as bytes; write e.g. 67108864, '64MB' or '1.5GiB' "
@@ -156,6 +158,14 @@ def smallest_limit(chain, order="optimal", devices: int = 1, cost: CostModel = F
 
 def limited_plan(chain, order, memory_limit, devices: int = 1, cost: CostModel = FMA, chunk=None,
                  dtype="float32", batch: int = 1, where: str = "Chain.plan", checkpoint=None):
+    """Cached per arguments (an eager ``chain.jacobian(..., memory_limit=)`` plans once); see
+    :func:`_limited_plan`."""
+    return _limited_plan(chain, order, parse_bytes(memory_limit), devices, cost, chunk, str(np.dtype(dtype)),
+                         batch, where, checkpoint)
+
+
+@lru_cache(maxsize=256)
+def _limited_plan(chain, order, memory_limit, devices, cost, chunk, dtype, batch, where, checkpoint):
     """The cheapest plan of ``order`` for ``chain`` whose predicted bytes for one call of
     ``batch`` examples in ``dtype`` fit in ``memory_limit`` (see the module docstring); ``chunk``
     and ``checkpoint`` fix the chunk size and the ADJ sweeps' segments instead of choosing them.
@@ -174,6 +184,9 @@ def limited_plan(chain, order, memory_limit, devices: int = 1, cost: CostModel =
         chunked = (f" with chunk {plan.chunk}" if plan.chunk else "") + \
             (f", checkpoint {plan.checkpoint!r}" if plan.checkpoint else "")
         examples, each = (f" for {batch} examples", " per example") if batch > 1 else ("", "")
+        fixed = ", ".join(f"{name}={value!r}" for name, value in (("chunk", chunk), ("checkpoint", checkpoint))
+                          if value is not None)
+        examples += f" with {fixed} fixed" if fixed else ""
         raise ValueError(
             f"{where}: no plan of this chain fits memory_limit={_fmt(limit)}{examples} ({dtype}): the smallest "
             f"found, order {plan.order!r}{chunked}, needs {_fmt(need)} (arguments {_fmt(est.argument_bytes)}; "

@@ -15,9 +15,9 @@ each step (bytes; ``c`` = seed vectors per device, ``ceil(count / devices)``):
   ``count // k`` batches, then one vmapped batch of the ``r = count % k`` left over, concatenated.
   Live across the loop: the seeds as the map reads them (the identity's ``k·⌊count/k⌋·n_in``; a
   computed seed's result, beside its dense copy when it is transposed or structured; a Dense
-  weight read in place by a TAN, densified for an ADJ; a remainder slices a copy of the batches),
-  the stacked output ``k·⌊count/k⌋·n_out`` (written batch by batch; an operand of the output's
-  transpose or concatenation at the root) and everything the body reads (all its activations and
+  weight read in place by a TAN, densified for an ADJ; a remainder slices a copy of the batches,
+  and batches of one copy the seeds), the stacked output ``k·⌊count/k⌋·n_out`` (written batch
+  by batch; an operand of the output's transpose or concatenation at the root) and everything the body reads (all its activations and
   derivatives, made before the loop); per batch, the vectors above with ``c = k`` (the batch's
   seed slice too unless a fused loop reads it); after the loop, the remainder (``c = r``) and the
   concatenation beside the stack;
@@ -86,11 +86,13 @@ class MemoryEstimate:
 
 def plan_memory(plan, dtype="float32") -> MemoryEstimate:
     """The :class:`MemoryEstimate` of ``plan`` for inputs and params of ``dtype`` (cached per plan)."""
-    return _plan_memory(plan, str(np.dtype(dtype)))
+    # Plans compare by tree, widths, devices, chunk and checkpoint; the layers (a bias or not)
+    # change the arguments, so they are part of the key
+    return _plan_memory(plan, str(np.dtype(dtype)), plan.layers, plan.shapes)
 
 
 @lru_cache(maxsize=256)
-def _plan_memory(plan, dtype: str) -> MemoryEstimate:
+def _plan_memory(plan, dtype: str, layers=(), shapes=()) -> MemoryEstimate:
     item = int(np.dtype(dtype).itemsize)
     walk = _Walk(plan, dtype)
     live = walk.node(plan.root, [], "root")

@@ -167,8 +167,10 @@ class _Walk:
             n_in = d[ts[0] - 1] if tan else d[ts[0]]
             n_out = d[ts[-1]] if tan else d[ts[-1] - 1]
             # the last segment's input is an operand of the output; for a pinned node, its output.
-            # Inside a recomputing conditional, none goes to the output allocation (the HLO's buffers)
+            # Inside a recomputing conditional none goes to the output allocation, and the rows
+            # entering it stay live beside the branch's own (the HLO's buffer assignment)
             inside = ts[-1] in recomputed
+            entering = [_Pinned(item * c * d[recomputed[ts[-1]]])] if inside else []
             pin_in, pin_out = inside or (role == "root" and k == last), inside or \
                 (role == "root" and k == last - 1) or (role == "pinned" and k == last)
             io = [] if (k == 0 and free_input) else [_pin(item * c * n_in, pin_in)]
@@ -179,18 +181,19 @@ class _Walk:
                 each, once = _workspace(self.layers[t - 1], self.shapes[t - 1], item, node.op)
                 work += [w for w in (c * each, once) if w]
             tape = [x for t in ts for x in self.tape(node.op, t)] if tan else self.tape(node.op, ts[-1], node)
-            lives.append(list(held) + (extra if k == 0 else []) + io + work + tape)
+            lives.append(list(held) + (extra if k == 0 else []) + io + work + tape + entering)
         live = self.worst(*lives)
         self.record(node, live)
         return live
 
-    def recomputed(self, node) -> set:
-        """Factors of a checkpointed ADJ whose segment is recomputed inside a ``lax.cond``."""
+    def recomputed(self, node) -> dict:
+        """Factor → its segment's last factor, for the factors of a checkpointed ADJ whose segment
+        is recomputed inside a ``lax.cond``."""
         if node.op != "ADJ" or getattr(self.plan, "checkpoint", None) is None or node.through[1] == node.through[0]:
-            return set()
+            return {}
         from ._nodes import sweep_segments
         bounds = sweep_segments(*node.through, self.plan.checkpoint)
-        return {t for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo > 1 for t in range(lo + 1, hi + 1)}
+        return {t: hi for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo > 1 for t in range(lo + 1, hi + 1)}
 
     def segments(self, node):
         """A sweep's factors as its rules run, in runs XLA fuses into one loop: ``[[(t, fusible)]]``."""
@@ -212,14 +215,14 @@ class _Walk:
         n_in, n_out = (d[a - 1], d[b]) if tan else (d[b], d[a - 1])
         lives, seeds = [], []
         if node.seed is None:  # the unit seeds: an identity made for the loop (its batches, fused)
-            seeds = [item * full * n_in]
+            seeds = [item * full * n_in] * (2 if k == 1 else 1)  # batches of one: copied for the loop
         else:
             made = self.size(node.seed)
             lives.append(self.node(node.seed, held, "free"))
             # the seeds as the map reads them: a Dense weight as stored is read in place (TAN), a
             # product is written in the layout read; a sweep's result or a structured seed read
             # transposed is densified, a remainder sliced: one copy, which computes a fused seed
-            dense = r or (not made and not tan) or (made and (made != item * count * n_in or (
+            dense = r or k == 1 or (not made and not tan) or (made and (made != item * count * n_in or (
                 _copied(node) and node.seed.op != "MUL")))
             seeds = [x for x in (0 if dense and self.fused(node.seed) else made,
                                  item * (full if r else count) * n_in if dense else 0) if x]

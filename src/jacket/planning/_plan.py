@@ -54,9 +54,12 @@ class Plan:
     ``peak_memory`` (floats held at once, tape of activations included), ``dims``; ``cost``
     (the cost model it was planned and is priced under, ``FMA`` by default) with ``ticks`` and,
     for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model;
-    ``chunk`` (seed vectors per batch of every sweep, ``None``: all at once); ``memory`` (the
-    bytes model of one call, in ``dtype``) and ``memory_limit`` (bytes, when it was planned
-    under one: ``chain.plan(order, memory_limit=)``). Equality is the tree, widths, devices and chunk.
+    ``chunk`` (seed vectors per batch of every sweep, ``None``: all at once) and ``checkpoint``
+    (segments per ADJ sweep recomputed from their first activation, ``None``: the whole tape),
+    which ``order`` does not spell (``chunked`` / ``checkpointed`` set them); ``memory`` (the
+    bytes model of one call, in ``dtype``) and ``memory_limit`` (bytes, when it was planned under
+    one for ``batch`` examples per call: ``chain.plan(order, memory_limit=)``). Equality is the
+    tree, widths, devices, chunk and checkpoint.
     """
 
     root: Node
@@ -186,7 +189,9 @@ class Plan:
             f"  {'this plan:':<24}{self.fma:>{width},} fma",
             f"  {'speedup vs best mode:':<24}{self.speedup:>{width}.3g}x",
             f"  {'largest intermediate:':<24}{self.largest_intermediate:>{width},} floats",
-            f"  {'peak memory:':<24}{self.peak_memory:>{width},} floats (activations included)",
+            f"  {'peak memory:':<24}{self.peak_memory:>{width},} floats (activations included"
+            + ("; whole sweeps and tape: the bytes model below counts chunks and checkpoints)"
+               if self.chunk or self.checkpoint else ")"),
             f"  {'memory (model):':<24}{_mb(self.memory.temp_bytes)} MB temporaries, "
             f"{_mb(self.memory.result_bytes)} MB result",
         ]
@@ -268,6 +273,7 @@ def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None, m
             raise ValueError(f"this plan was made for another chain ({order.layers}, widths {order.dims}), "
                              f"not {chain}: plan again with chain.plan(...)")
         if memory_limit is None:
+            _recheck(order, dtype, batch)
             return _with(order, chunk, checkpoint)
     elif not isinstance(order, str):
         raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
@@ -293,6 +299,22 @@ def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None, m
     if dtype is not None and str(dtype) != order.dtype:
         order = dataclasses.replace(order, dtype=str(dtype))
     return _with(order, chunk, checkpoint)
+
+
+def _recheck(plan, dtype, batch):
+    """A plan made under a limit, run on inputs of another dtype or batch: still within its limit?"""
+    if plan.memory_limit is None or ((dtype is None or str(dtype) == plan.dtype) and batch == plan.batch):
+        return
+    import dataclasses
+
+    from ._limit import call_bytes
+    other = dataclasses.replace(plan, dtype=str(dtype or plan.dtype), batch=batch)
+    need = call_bytes(other, other.memory, batch)
+    if need > plan.memory_limit:
+        raise ValueError(f"this plan was made under memory_limit={plan.memory_limit} bytes for {plan.batch} "
+                         f"example(s) in {plan.dtype}; for {batch} in {other.dtype} it needs {need} bytes: plan "
+                         f"for these inputs (chain.plan(..., memory_limit=, dtype=, batch=) or "
+                         f"chain.jacobian(..., memory_limit=))")
 
 
 def _with(plan, chunk, checkpoint):
