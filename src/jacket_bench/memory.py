@@ -10,7 +10,8 @@ Target: the temporaries within 1.5× of XLA's on every family and order.
 
 **Checkpointing**: ``jacket.value_and_grad`` of 32 × (Dense(256, 256), Tanh) at batch 4096
 (float32, ``MeanSquaredError``; activations dominate) with the full tape, with
-``checkpoint="sqrt"`` and ``"two-level"`` and ``jax.value_and_grad``: XLA's temporaries of each
+``checkpoint="sqrt"``, ``"two-level"`` and ``("binomial", 6)`` (a schedule holding at most 6 states at once) and
+``jax.value_and_grad``: XLA's temporaries of each
 (compiled), the activations' share of them (the temporaries less the part that does not grow
 with depth, measured at half the depth) and their times (interleaved, median). Targets: ≤ 1/4
 of the full tape's temporaries at ≤ 1.5× its time.
@@ -44,7 +45,7 @@ def config(full: bool = False) -> dict:
     transformer Jacobians takes most of a full run)."""
     from .orders import FAMILIES
     return {"families": tuple(FAMILIES), "scale": 1 if full else 4,
-            "checkpoint": {"blocks": 32, "width": 256, "batch": 4096 if full else 1024},
+            "checkpoint": {"blocks": 32, "width": 256, "batch": 4096 if full else 1024, "binomial": 6},
             "checkpoint_repeats": 7 if full else 3,
             "chunked": [[1024, 8192, 8192, 1024], [4096, 4096, 16, 4096, 4096]] if full else
                        [[256, 2048, 2048, 256], [1024, 1024, 16, 1024, 1024]],
@@ -98,6 +99,8 @@ def measure_checkpoint(cfg) -> dict:
     fns = {"full tape": jacket.value_and_grad(chain, loss),
            "checkpoint sqrt": jacket.value_and_grad(chain, loss, checkpoint="sqrt"),
            "checkpoint two-level": jacket.value_and_grad(chain, loss, checkpoint="two-level"),
+           f"checkpoint binomial {c.get('binomial', 6)}": jacket.value_and_grad(
+               chain, loss, checkpoint=("binomial", c.get("binomial", 6))),
            "jax.value_and_grad": jax.value_and_grad(lambda p, x, t: loss.apply(chain.apply(p, x), t))}
     temp = {k: int(jax.jit(f).lower(params, x, target).compile().memory_analysis().temp_size_in_bytes)
             for k, f in fns.items()}
@@ -115,8 +118,8 @@ def measure_checkpoint(cfg) -> dict:
             "memory_ratio_two_level": temp["checkpoint two-level"] / temp["full tape"],
             "half_depth_temp": half_temp, "fixed_temp": fixed, "per_block_temp": per_block,
             "activation_temp": activations,
-            "activation_ratio": {k: activations[k] / activations["full tape"] for k in
-                                 ("checkpoint sqrt", "checkpoint two-level")}}
+            "activation_ratio": {k: activations[k] / activations["full tape"] for k in fns
+                                 if k.startswith("checkpoint")}}
 
 
 def measure_chunked(widths, cfg) -> dict:
@@ -186,8 +189,8 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
                        title=f"Checkpointing: {ck['layers']} layers, width {ck['width']}, batch {ck['batch']} "
                              f"(activations: temporaries less the {ck['fixed_temp'] / 1e6:.3g} MB that do not "
                              f"grow with depth)"))
-    for name in ("sqrt", "two-level"):
-        key = f"checkpoint {name}"
+    for key in ck["activation_ratio"]:
+        name = key.removeprefix("checkpoint ")
         targets[f"checkpoint {name}: temporaries <= {CHECKPOINT_MEMORY} x the full tape's "
                 f"({ck['temp_bytes'][key] / ck['temp_bytes']['full tape']:.2f}; activations "
                 f"{ck['activation_ratio'][key]:.2f})"] = ck["temp_bytes"][key] / ck["temp_bytes"]["full tape"] \

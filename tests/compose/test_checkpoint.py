@@ -19,7 +19,7 @@ from test_blocks import trees
 import jacket
 from jacket.compose._checkpoint import schedule, segments
 
-CHECKPOINTS = ["sqrt", "two-level", 2, (1,)]
+CHECKPOINTS = ["sqrt", "two-level", 2, (1,), ("binomial", 3), ("binomial", 4)]
 
 
 def random_problem(body, seed, dtype=jnp.float64):
@@ -63,9 +63,56 @@ def test_schedules_nest_as_asked():
     assert all(len(inner) == 4 and all(i == () for *_, i in inner) for *_, inner in schedule(16, "sqrt"))
 
 
+def simulate(nodes, n):
+    """(layers recomputed, most states live at once) of pulling back through a schedule, as
+    ``pull_schedule`` runs it: the forward pass keeps the top level's boundaries; a segment with
+    sub-segments recomputes from its first state up to its last inner boundary and keeps those;
+    a state is live from when it is made until the cotangent passes it."""
+    def walk(nodes, held):  # held: states live from outer levels (all at or below the segment)
+        cost, most = 0, 0
+        kept = {lo for lo, _, _ in nodes} | {nodes[-1][1]}
+        for lo, hi, inner in reversed(nodes):
+            live = {s for s in held | kept if s <= hi}
+            if not inner:
+                most = max(most, len(live))
+                continue
+            inner_bounds = {a for a, _, _ in inner} | {inner[-1][1]}
+            cost += max(b for b in inner_bounds if b < hi) - lo
+            c, m = walk(inner, live)
+            cost, most = cost + c, max(most, m)
+        return cost, most
+    return walk(nodes, set())
+
+
+def all_schedules(lo, hi, proper=False):
+    """Every schedule over layers lo..hi: compositions into parts (``proper``: at least two), each
+    a single layer or a segment with a proper composition of its own."""
+    found = []
+    for cut in range(lo + 1, hi if proper else hi + 1):
+        firsts = [(lo, cut, ())] if cut - lo == 1 else [(lo, cut, inner) for inner in all_schedules(lo, cut, True)]
+        rests = [()] if cut == hi else all_schedules(cut, hi)
+        found += [(first,) + rest for first in firsts for rest in rests]
+    return found
+
+
+def test_binomial_schedules_recompute_the_fewest_layers_within_their_budget():
+    from jacket.compose._binomial import binomial_cost
+    for n in range(1, 7):
+        every = [simulate(nodes, n) for nodes in all_schedules(0, n)]
+        for budget in range(3, n + 3):
+            nodes = schedule(n, ("binomial", budget))
+            cost, most = simulate(nodes, n)
+            assert most <= budget and cost == binomial_cost(n, budget), (n, budget, nodes)
+            assert cost == min(c for c, m in every if m <= budget), (n, budget, nodes)
+    costs = [binomial_cost(64, b) for b in range(3, 66)]
+    assert costs == sorted(costs, reverse=True) and costs[-1] == 0 and binomial_cost(64, 8) < 2 * 64
+    for budget in (4, 8, 12):
+        assert simulate(schedule(64, ("binomial", budget)), 64)[1] <= budget
+
+
 @pytest.mark.parametrize("make", [jacket.value_and_grad, jacket.per_example_grads, jacket.hvp, jacket.ggn_vp,
                                   jacket.hessian])
-@pytest.mark.parametrize("bad", ["two_level", "three-level", 0, 2.5, (9,)])
+@pytest.mark.parametrize("bad", ["two_level", "three-level", 0, 2.5, (9,), ("binomial", 2), ("binomial",)])
 def test_bad_schedules_are_refused_when_the_function_is_made(make, bad):
     chain = jacket.mlp([2, 3, 3, 2], activation="tanh")  # 5 layers: boundary 9 is out of range
     with pytest.raises(ValueError, match="checkpoint"):

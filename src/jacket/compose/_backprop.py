@@ -22,8 +22,9 @@ def value_and_grad(chain: Chain, loss, checkpoint=None) -> Callable:
     the backward pass (``compose/_checkpoint.py``): ``"sqrt"`` (⌈√N⌉ segments: about 2√N
     activations for one more forward pass), ``"two-level"`` (⌈N^(1/3)⌉ outer segments, each
     recomputed keeping ⌈√L⌉ inner boundaries, its inner segments recomputed in turn: about
-    3·N^(1/3) activations for two more forward passes), a number of segments, or the layer
-    indices after which to keep the activation. The values are unchanged (to rounding); ``None``
+    3·N^(1/3) activations for two more forward passes), ``("binomial", B)`` (the schedule that
+    recomputes the fewest layers holding at most B activations at once, ``compose/_binomial.py``),
+    a number of segments, or the layer indices after which to keep the activation. The values are unchanged (to rounding); ``None``
     (default) keeps the whole tape. A bad ``checkpoint`` is a ValueError here, before any call.
     """
     from ..losses import Loss

@@ -54,7 +54,7 @@ __all__ = ["segments", "schedule", "boundaries", "forward_boundaries", "forward_
            "pull_checkpointed"]
 
 _LEVELS = {"sqrt": 1, "two-level": 2}
-_WHAT = "None, 'sqrt', 'two-level', a number of segments or a sequence of boundaries"
+_WHAT = "None, 'sqrt', 'two-level', ('binomial', B), a number of segments or a sequence of boundaries"
 
 
 def _ceil_root(n: int, r: int) -> int:
@@ -121,7 +121,12 @@ def schedule(n: int, checkpoint) -> tuple:
     """The nested schedule for ``checkpoint`` over ``n`` layers: a tuple of top-level segments
     ``(lo, hi, inner)``, ``inner`` the segment's own sub-segments (``()`` for one layer). The
     top level is :func:`segments`; ``"two-level"`` splits each outer segment once more into
-    ⌈√len⌉ inner segments; every other schedule has one level (its segments split into layers)."""
+    ⌈√len⌉ inner segments; ``("binomial", B)`` is the tree that recomputes the fewest layers
+    holding at most ``B`` activations at once (``_binomial.py``); every other schedule has one
+    level (its segments split into layers)."""
+    if isinstance(checkpoint, tuple) and checkpoint and checkpoint[0] == "binomial":
+        from ._binomial import binomial_schedule, check_budget
+        return binomial_schedule(n, check_budget(n, checkpoint))
     bounds = segments(n, checkpoint)
     return _tree(0, n, bounds, _LEVELS.get(checkpoint, 1) if isinstance(checkpoint, str) else 1)
 
