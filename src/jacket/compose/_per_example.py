@@ -32,8 +32,9 @@ def per_example_grads(chain: Chain, loss, checkpoint=None) -> Callable:
     ``jax.jit`` XLA batches it into one forward and one backward pass over the whole batch (a
     Dense layer's per-example weight gradient becomes one batched outer product), no loop.
     ``checkpoint``: as :func:`jacket.value_and_grad` (``"sqrt"``, ``"two-level"``,
-    ``("binomial", B)``, a number of segments or interior boundaries); its ``cond`` predicates come from the params, unbatched, so
-    under the ``vmap`` they stay ``cond``s and the recomputation stays separate.
+    ``("binomial", B)``, a number of segments or interior boundaries); its ``cond`` predicates
+    come from the params, unbatched, so under the ``vmap`` they stay ``cond``s and the
+    recomputation stays separate.
     """
     one = value_and_grad(chain, loss, checkpoint)
 
