@@ -90,15 +90,18 @@ def run_limits(cfg: dict, tick=None) -> list:
 
 
 def plot_limits(ax, limits: list):
-    """Time against XLA's bytes, one line per chain, one point per limit (log-log)."""
+    """Time against XLA's bytes, both over the unlimited plan's, one line per chain, one point per
+    limit (log-log; labels: the limit in MB)."""
     for r in limits:
-        xs = [c["xla_bytes"] / 1e6 for c in r["cases"]]
+        base = r["cases"][0]
+        xs = [c["xla_bytes"] / base["xla_bytes"] for c in r["cases"]]
         ys = [c["time_vs_unlimited"] for c in r["cases"]]
-        ax.plot(xs, ys, "o-", label=f"{r['chain']} (batch {r['batch']})")
+        ax.plot(xs, ys, "o-", label=f"{r['chain']} (batch {r['batch']}; unlimited {base['xla_bytes'] / 1e6:.3g} MB)")
         for c, x, y in zip(r["cases"], xs, ys):
             ax.annotate(f"{c['limit'] / 1e6:.3g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("XLA bytes of the call (arguments + output + temporaries), MB")
+    ax.set_yscale("log")
+    ax.set_xlabel("XLA bytes of the call (arguments + output + temporaries) / the unlimited plan's")
     ax.set_ylabel("time / the unlimited optimal plan")
     ax.set_title("Plans under memory limits (labels: the limit, MB)")
     ax.legend(fontsize=7)

@@ -115,11 +115,19 @@ def test_memory_rows():
     row = _row("bytes model, 8 families")
     assert f"temporaries median ×{mem['median_spread']:.2f}, worst ×{mem['max_spread']:.2f}" in row
     ck = mem["checkpoint"]
-    temp = ck["temp_bytes"]
+    temp, full = ck["temp_bytes"], ck["temp_bytes"]["full tape"]
     row = _row(f"gradient of {ck['layers']} layers")
-    assert (f"{temp['checkpoint sqrt'] / 1e6:.1f} MB of temporaries against {temp['full tape'] / 1e6:.1f} MB "
-            f"({ck['memory_ratio']:.2f}×; target 0.25×) at {ck['ratio']['checkpoint sqrt']:.2f}× the time") in row
+    names = ("checkpoint sqrt", "checkpoint two-level", "checkpoint binomial 6")
+    assert (" / ".join(f"{temp[k] / full:.2f}×" for k in names) + " the temporaries (target 0.25×) at "
+            + " / ".join(f"{ck['ratio'][k]:.2f}×" for k in names) + " the time") in row
     assert f"batch {ck['batch']}" in row and f"Dense({ck['width']}, {ck['width']})" in row
+    wide, deep = mem["limits"]
+    row = _row("the wide chain above and per-example Jacobians")
+    assert (f"at most {wide['worst_xla_vs_limit']:.2f}× / {deep['worst_xla_vs_limit']:.2f}× the limit; the "
+            f"smallest limit is {wide['floor'] / wide['top']:.2f}× / {deep['floor'] / deep['top']:.2f}× the unlimited "
+            f"plan's bytes, at {wide['cases'][-1]['time_vs_unlimited']:.1f}× / "
+            f"{deep['cases'][-1]['time_vs_unlimited']:.2f}× its time") in row
+    assert len(wide["cases"]) == len(deep["cases"]) == 6
 
     c1, c2 = mem["chunked"]
     k, k2 = c1["cases"]["optimal, chunk 128"], c1["cases"]["optimal, chunk 256"]

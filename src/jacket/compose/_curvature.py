@@ -13,9 +13,9 @@ For ``L(θ) = loss(f(θ, x), target)`` with ``f`` a :class:`Chain`:
 
 ``checkpoint`` (all three, as :func:`jacket.value_and_grad`: ``"sqrt"``, ``"two-level"``,
 ``("binomial", B)``, a number of segments or interior boundaries): the forward pass keeps only
-the boundary pairs ``(x_b, x_dot_b)`` (for :func:`ggn_vp` only ``x_b``, the VJP needs no tangents), and the backward
-pass recomputes each segment's pairs from its boundary, inside ``jax.lax.cond``, before pulling
-``(y_bar, y_bar_dot)`` (``u``) back through it (``compose/_checkpoint.py``). Same values.
+the boundary pairs ``(x_b, x_dot_b)`` (for :func:`ggn_vp` only ``x_b``, the VJP needs no
+tangents), and the backward pass recomputes each segment's pairs from its boundary, inside
+``jax.lax.cond``, before pulling ``(y_bar, y_bar_dot)`` (``u``) back through it (``compose/_checkpoint.py``). Same values.
 
 Each returns a pure function: compose it with ``jax.jit`` (the chain and loss are static).
 """
