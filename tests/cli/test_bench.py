@@ -115,7 +115,12 @@ def _tiny(name):
     return module, cfg
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+# the tiny runs of orders (it calibrates and autotunes) and curvature (every group) take 8-10 s
+# each: in the slow suite; the others stay in the default one
+SLOW_TINY = ("orders", "curvature")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in BENCHMARKS])
 def test_benchmark_runs_on_tiny_sizes(name, tmp_path, capsys):
     module, cfg = _tiny(name)
     ticks = []
