@@ -67,3 +67,18 @@ def test_bad_checkpoints_are_refused():
             chain.plan("reverse", checkpoint=bad)
     with pytest.raises(ValueError, match="checkpoint"):
         chain.jacobian(chain.init(jax.random.PRNGKey(0)), jnp.ones(24), "reverse", wrt="params", checkpoint=2)
+
+
+def test_a_chain_without_params_keeps_its_conds_for_a_batch():
+    """The conds' predicate comes from the params, or, for a chain with none, from the whole batch
+    outside the examples' vmap: unbatched either way, so the recomputation stays a ``cond`` (a
+    batched predicate would make it a select of both branches)."""
+    chain = jacket.Chain([jacket.Tanh(), jacket.Sigmoid(), jacket.Softplus(), jacket.Tanh(), jacket.Sigmoid(),
+                          jacket.Tanh()], in_shape=8)
+    params = chain.init(jax.random.PRNGKey(0))
+    for shape in ((8,), (4, 8)):
+        x = jnp.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+        text = jax.jit(lambda x: chain.jacobian(params, x, "reverse", checkpoint=2)).lower(x).compile().as_text()
+        assert text.count(" conditional(") == 2 and " select(" not in text, shape
+        np.testing.assert_allclose(chain.jacobian(params, x, "reverse", checkpoint=2),
+                                   chain.jacobian(params, x, "reverse"), rtol=1e-12)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 
 from ..core._checks import check_input
 from ..core._shapes import split_batch
@@ -39,45 +40,54 @@ def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None, memory_li
         examples = -(-examples // mesh.size)
     plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype,
                      memory_limit=memory_limit, chunk=chunk, batch=examples, checkpoint=checkpoint)
+    truth = _truth(params, x) if plan.checkpoint is not None else None
     if mesh is None:
         if batched:
-            return jax.vmap(lambda xi: _dense(chain, plan, params, xi))(x)
-        return _dense(chain, plan, params, x)
+            return jax.vmap(lambda xi: _dense(chain, plan, params, xi, None, truth))(x)
+        return _dense(chain, plan, params, x, None, truth)
     params = replicate(params, mesh)
     if not batched:
-        return _dense(chain, plan, params, replicate(x, mesh), mesh)
+        return _dense(chain, plan, params, replicate(x, mesh), mesh, truth)
     count = x.shape[0]
-    return _batched(chain, plan, params, split_examples(x, mesh))[:count]
+    return _batched(chain, plan, params, split_examples(x, mesh), truth)[:count]
+
+
+def _truth(params, x):
+    """The run-time predicate of checkpointed sweeps' ``lax.cond`` (an entry is finite), made
+    outside the examples' ``vmap`` so that it stays unbatched and the ``cond`` a ``cond``: from
+    the params, or from the whole batch when the chain has none."""
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(params) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.isfinite(jnp.ravel(leaves[0] if leaves else x)[0])
 
 
 @partial(jax.jit, static_argnums=(0, 1, 4))
-def _dense(chain, plan: Plan, params, x, mesh=None):
-    return _one(chain, plan, params, x, mesh).reshape(chain.out_shape + chain.in_shape)
+def _dense(chain, plan: Plan, params, x, mesh=None, truth=None):
+    return _one(chain, plan, params, x, mesh, truth).reshape(chain.out_shape + chain.in_shape)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _batched(chain, plan, params, x):
-    return jax.vmap(lambda xi: _one(chain, plan, params, xi, None))(x).reshape(
+def _batched(chain, plan, params, x, truth=None):
+    return jax.vmap(lambda xi: _one(chain, plan, params, xi, None, truth))(x).reshape(
         x.shape[:1] + chain.out_shape + chain.in_shape)
 
 
-def _one(chain, plan, params, x, mesh):
+def _one(chain, plan, params, x, mesh, truth=None):
     """The dense ``(n_N, n_0)`` Jacobian at one example, in the dtype of the output (as
     ``jax.jacfwd``), whichever order produced it."""
-    op, y = _run(chain, plan, params, x, mesh)
+    op, y = _run(chain, plan, params, x, mesh, truth)
     return op.to_dense().astype(y.dtype)
 
 
-def _run(chain, plan, params, x, mesh):
+def _run(chain, plan, params, x, mesh, truth=None):
     y, tape = chain.forward(params, x)
     sweep = partial(_sweep, mesh=mesh, chunk=plan.chunk)
-    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep, plan.checkpoint)), y
+    return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep, plan.checkpoint, truth)), y
 
 
 def jacobian_operator(chain, plan: Plan, params, x, mesh=None) -> LinearOperator:
     """The plan's result as a (possibly structured) ``(n_N, n_0)`` operator, for one example x.
     With ``mesh``, every TAN/ADJ seed batch is split across the mesh's devices."""
-    return _run(chain, plan, params, x, mesh)[0]
+    return _run(chain, plan, params, x, mesh, _truth(params, x) if plan.checkpoint is not None else None)[0]
 
 
 def _sweep(rule, seeds, mesh=None, chunk=None):

@@ -56,6 +56,7 @@ class Execution:
     tape: tuple
     sweep: Callable
     checkpoint: int | str | None = None
+    truth: object = None  # the checkpoints' unbatched run-time predicate (the executor's ``_truth``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,8 +213,10 @@ def _pull_checkpointed(ctx, a, b, rows):
     both branches, so that XLA cannot merge the recomputation with the forward pass (it
     does through ``optimization_barrier`` on the CPU: ``compose/_checkpoint.py``)."""
     bounds = sweep_segments(a, b, ctx.checkpoint)
-    leaves = [leaf for leaf in jax.tree_util.tree_leaves(ctx.params) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    truth = jnp.isfinite(jnp.ravel(leaves[0] if leaves else ctx.tape[0])[0])
+    truth = ctx.truth
+    if truth is None:
+        leaves = [leaf for leaf in jax.tree_util.tree_leaves(ctx.params) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+        truth = jnp.isfinite(jnp.ravel(leaves[0] if leaves else ctx.tape[0])[0])
     for lo, hi in reversed(list(zip(bounds[:-1], bounds[1:]))):
         def segment(operands, lo=lo, hi=hi):
             start, rows = operands
