@@ -13,7 +13,8 @@ import pytest
 
 import jacket
 from jacket.execute._executor import _batched
-from jacket.planning._nodes import sweep_segments
+from jacket.checkpointing import boundaries
+from jacket.planning._nodes import sweep_schedule
 
 
 def deep(blocks=6, width=24, out=3):
@@ -32,16 +33,17 @@ def test_checkpointed_jacobians_equal_jacfwd_in_every_order(batch):
     ref = jax.jacfwd(chain.apply, argnums=1)
     want = jax.vmap(lambda xi: ref(params, xi))(x) if batch else ref(params, x)
     cases = [("reverse", 3, 2)] if batch else \
-        [("reverse", "sqrt", None), ("reverse", 7, 2), ("adj(J7 | J6..J1)", 2, None), ("(adj(J7..J3) (J2 J1))", "sqrt", 3)]
+        [("reverse", "sqrt", None), ("reverse", 7, 2), ("adj(J7 | J6..J1)", "two-level", None),
+             ("(adj(J7..J3) (J2 J1))", ("binomial", 3), 3)]
     for order, checkpoint, chunk in cases:
         got = chain.jacobian(params, x, order, checkpoint=checkpoint, chunk=chunk)
         np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13, err_msg=f"{order} {checkpoint} {chunk}")
 
 
-def test_segments_cover_the_sweep():
-    assert sweep_segments(1, 9, "sqrt") == (0, 3, 6, 9)
-    assert sweep_segments(3, 7, 2) == (2, 4, 7)  # round(2.5) = 2: the first segment is the shorter
-    assert sweep_segments(4, 5, 10) == (3, 4, 5)
+def test_a_sweep_is_scheduled_over_its_own_factors():
+    assert boundaries(sweep_schedule(1, 9, "sqrt")) == (0, 3, 6, 9)
+    assert boundaries(sweep_schedule(3, 7, 2)) == (0, 2, 5)  # local indices: factor 3 is layer 0
+    assert boundaries(sweep_schedule(4, 5, 10)) == (0, 1, 2)
 
 
 def test_a_deep_batched_jacobian_recomputes_and_holds_less():
@@ -53,7 +55,7 @@ def test_a_deep_batched_jacobian_recomputes_and_holds_less():
     compiled = {name: _batched.lower(chain, plan, params, x).compile() for name, plan in
                 (("whole", whole), ("sqrt", ckpt))}
     text = compiled["sqrt"].as_text()
-    assert text.count(" conditional(") == len(sweep_segments(1, len(chain), "sqrt")) - 1
+    assert text.count(" conditional(") == sum(1 for *_, inner in sweep_schedule(1, len(chain), "sqrt") if inner)
     assert text.count("tanh(") > compiled["whole"].as_text().count("tanh(")  # the forward layers again
     temp = {k: c.memory_analysis().temp_size_in_bytes for k, c in compiled.items()}
     assert temp["sqrt"] < 0.8 * temp["whole"], temp
@@ -62,7 +64,7 @@ def test_a_deep_batched_jacobian_recomputes_and_holds_less():
 
 def test_bad_checkpoints_are_refused():
     chain = deep(blocks=2)
-    for bad in (0, -1, "cbrt", True, 1.5):
+    for bad in (0, -1, "cbrt", True, 1.5, (2, 5), ("binomial", 2)):
         with pytest.raises(ValueError, match="checkpoint must be"):
             chain.plan("reverse", checkpoint=bad)
     with pytest.raises(ValueError, match="checkpoint"):

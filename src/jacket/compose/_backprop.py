@@ -5,9 +5,10 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from ..checkpointing import boundaries, schedule
 from ..core._tangents import cast_like
 from ._chain import Chain
-from ._checkpoint import boundaries, forward_boundaries, pull_checkpointed, schedule
+from ._checkpoint import forward_boundaries, pull_checkpointed
 
 __all__ = ["value_and_grad"]
 

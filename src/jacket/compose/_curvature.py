@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from ..checkpointing import boundaries, forward_kept, pull_schedule, schedule
 from ..core._checks import check_like
 from ..core._tangents import call_jvp, call_vjp, call_vjp_jvp, cast_like, is_absent, zeros_like_tree
 from ._chain import Chain, require_second_order
-from ._checkpoint import boundaries, forward_kept, pull_checkpointed, pull_schedule, schedule
+from ._checkpoint import pull_checkpointed
 
 __all__ = ["hvp", "ggn_vp", "hessian"]
 

@@ -223,16 +223,23 @@ def chunk_ticks(cost: CostModel, model, node, chunk: int) -> int:
 
 
 def recompute_ticks(cost: CostModel, model, node, checkpoint) -> int:
-    """What a checkpointed ADJ ``node`` adds (``Plan.checkpointed``): the forward pass through its
-    factors once more (one vector, every parameter read again) and a step per extra segment."""
-    from ._nodes import Adj, sweep_segments
+    """What a checkpointed ADJ ``node`` adds (``Plan.checkpointed``): per recomputed segment of
+    its schedule (``jacket.checkpointing``), a step and the forward pass through the segment's
+    recomputed factors (one vector, their parameters read again)."""
+    from ._nodes import Adj, sweep_schedule
     if checkpoint is None or not isinstance(node, Adj) or node.through[1] == node.through[0]:
         return 0
+    from ..checkpointing import recomputed
     a, b = node.through
-    extra = len(sweep_segments(a, b, checkpoint)) - 2
-    io = sum(model.dims[t - 1] + model.dims[t] for t in range(a, b + 1))
-    weights = sum(factor_weights(model)[a:b + 1]) if cost.mm_io else 0
-    return extra * cost.step + cost.sweep(1, model.jvp_sum(a, b), io, weights) - cost.step
+    total = 0
+    for lo, last in recomputed(sweep_schedule(a, b, checkpoint)):
+        first, end = a + lo, a + last - 1  # the factors run again
+        if end < first:
+            continue
+        io = sum(model.dims[t - 1] + model.dims[t] for t in range(first, end + 1))
+        weights = sum(factor_weights(model)[first:end + 1]) if cost.mm_io else 0
+        total += cost.sweep(1, model.jvp_sum(first, end), io, weights)
+    return total
 
 
 def tree_ticks(cost: CostModel, model, node) -> int:

@@ -40,24 +40,37 @@ class _Walk:
     def tape(self, op, t, node=None, below=True) -> list:
         """Activations live at factor t of a sweep, those the rules read: in a TAN, computed just
         in time, ``x_t`` alone; in an ADJ, every one at or below t (the forward pass ran first).
-        A checkpointed ADJ ``node`` (``plan.checkpoint``) holds, of its own factors, the segment
-        boundaries below t and the recomputed activations of t's segment only (``below=False``:
-        of its own factors only)."""
+        A checkpointed ADJ ``node`` (``plan.checkpoint``) holds, of its own factors, what its
+        schedule holds at t (:meth:`held`): the states it recomputes from, and the others the
+        rules read (``below=False``: of its own factors only)."""
         if op == "TAN":
             need = [t] if _name(self.layers[t - 1]) not in LINEAR else []
             return [self.item * self.dims[i] for i in need]
         a = 1
         keep = set()
-        if node is not None and getattr(self.plan, "checkpoint", None) is not None and node.through[1] > node.through[0]:
-            from ._nodes import sweep_segments
-            a, b = node.through
-            bounds = sweep_segments(a, b, self.plan.checkpoint)
-            lo, hi = next((lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo < t <= hi)
-            keep = {s for s in bounds if 1 <= s <= lo} | {i for i in range(lo + 1, hi + 1)
-                                                          if _name(self.layers[i - 1]) not in LINEAR}
+        held = self.held(node, t) if node is not None else None
+        if held is not None:  # checkpointed: what the schedule holds at t, of the sweep's own states
+            a, states = node.through[0], held[0]
+            keep = {s for s in states if s >= 1 and (s in held[2] or _name(self.layers[s - 1]) not in LINEAR)}
             t = a - 1
         keep |= {i for i in range(1, t + 1) if below and _name(self.layers[i - 1]) not in LINEAR}
         return [self.item * self.dims[i] for i in sorted(keep)]
+
+    def held(self, node, t):
+        """For factor t of a checkpointed ADJ ``node``: ``(states, enclosing, starts)`` in the
+        chain's indices, the states its schedule holds then, the recomputed segments ``(lo, hi)``
+        around t (each a ``lax.cond``) and the states kept to recompute from; ``None`` unless
+        checkpointed."""
+        if node.op != "ADJ" or getattr(self.plan, "checkpoint", None) is None or node.through[1] == node.through[0]:
+            return None
+        from ..checkpointing import starts, states_live
+        from ._nodes import sweep_schedule
+        a, b = node.through
+        nodes = sweep_schedule(a, b, self.plan.checkpoint)
+        states, enclosing = states_live(nodes)[t - a]
+        shift = a - 1
+        return ({s + shift for s in states}, [(lo + shift, hi + shift) for lo, hi in enclosing],
+                {s + shift for s in starts(nodes)})
 
     def worst(self, *lives):
         return max(lives, key=lambda live: (_temp(live, self.out), sum(live)))
@@ -161,7 +174,6 @@ class _Walk:
             if _copied(node) and not first_fused and seed_size:
                 extra = [seed_size]  # the seed as made, beside its transposed copy
         last = len(segments) - 1
-        recomputed = self.recomputed(node)
         for k, seg in enumerate(segments):
             ts = [t for t, _ in seg]
             n_in = d[ts[0] - 1] if tan else d[ts[0]]
@@ -169,8 +181,9 @@ class _Walk:
             # the last segment's input is an operand of the output; for a pinned node, its output.
             # Inside a recomputing conditional none goes to the output allocation, and the rows
             # entering it stay live beside the branch's own (the HLO's buffer assignment)
-            inside = ts[-1] in recomputed
-            entering = [_Pinned(item * c * d[recomputed[ts[-1]]])] if inside else []
+            kept = self.held(node, ts[-1])
+            inside = bool(kept and kept[1])
+            entering = [_Pinned(item * c * d[hi]) for _, hi in kept[1]] if inside else []
             pin_in, pin_out = inside or (role == "root" and k == last), inside or \
                 (role == "root" and k == last - 1) or (role == "pinned" and k == last)
             io = [] if (k == 0 and free_input) else [_pin(item * c * n_in, pin_in)]
@@ -185,15 +198,6 @@ class _Walk:
         live = self.worst(*lives)
         self.record(node, live)
         return live
-
-    def recomputed(self, node) -> dict:
-        """Factor → its segment's last factor, for the factors of a checkpointed ADJ whose segment
-        is recomputed inside a ``lax.cond``."""
-        if node.op != "ADJ" or getattr(self.plan, "checkpoint", None) is None or node.through[1] == node.through[0]:
-            return {}
-        from ._nodes import sweep_segments
-        bounds = sweep_segments(*node.through, self.plan.checkpoint)
-        return {t: hi for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo > 1 for t in range(lo + 1, hi + 1)}
 
     def segments(self, node):
         """A sweep's factors as its rules run, in runs XLA fuses into one loop: ``[[(t, fusible)]]``."""
@@ -233,13 +237,14 @@ class _Walk:
         body = [w for t in range(a, b + 1) for w in
                 [_workspace(self.layers[t - 1], self.shapes[t - 1], item, node.op)[1]] + self.tape("TAN", t) if w]
         if not tan and getattr(self.plan, "checkpoint", None) is not None and b > a:
-            # checkpointed: a loop per segment, reading its recomputed activations and the boundaries
-            from ._nodes import sweep_segments
-            bounds = sweep_segments(a, b, self.plan.checkpoint)
-            body = max(([w for t in range(lo + 1, hi + 1) for w in
-                         [_workspace(self.layers[t - 1], self.shapes[t - 1], item, node.op)[1]] if w]
-                        + self.tape("ADJ", hi, node, below=False) for lo, hi in zip(bounds[:-1], bounds[1:])),
-                       key=sum)
+            # checkpointed: a loop per layer, reading what the schedule holds and the derivatives
+            # of the recomputed segment around it
+            def reads(t):
+                enclosing = self.held(node, t)[1]
+                lo, hi = enclosing[-1] if enclosing else (t - 1, t)
+                return [w for f in range(lo + 1, hi + 1) for w in
+                        [_workspace(self.layers[f - 1], self.shapes[f - 1], item, node.op)[1]] if w]
+            body = max((reads(t) + self.tape("ADJ", t, node, below=False) for t in range(a, b + 1)), key=sum)
         for rows, phase in ((k, seeds + [stack]), (r, [stack])):
             for j, seg in enumerate(self.segments(node) if rows else ()):
                 ts = [t for t, _ in seg]

@@ -46,16 +46,15 @@ def factor_list(a: int, b: int) -> str:
 class Execution:
     """What a node needs to run: the chain's layers and shapes, params, the tape of one forward
     pass (one example), and ``sweep(rule, seeds)``, which maps a rule over seed vectors (a vmap,
-    split over devices when a mesh is given). ``checkpoint``: segments per ADJ sweep (an int,
-    ``"sqrt"``) whose activations are recomputed from the segment's first one (``None``: read
-    from the tape)."""
+    split over devices when a mesh is given). ``checkpoint``: the ADJ sweeps' checkpoint schedule
+    (``jacket.checkpointing``; ``None``: read every activation from the tape)."""
 
     layers: tuple
     shapes: tuple
     params: tuple
     tape: tuple
     sweep: Callable
-    checkpoint: int | str | None = None
+    checkpoint: int | str | tuple | None = None
     truth: object = None  # the checkpoints' unbatched run-time predicate (the executor's ``_truth``)
 
 
@@ -197,42 +196,32 @@ class Adj(Sweep):
         return Matrix(ctx.sweep(pull, rows))
 
 
-def sweep_segments(a: int, b: int, checkpoint) -> tuple[int, ...]:
-    """Boundaries ``a − 1 = s_0 < s_1 < … < s_k = b`` of a checkpointed ADJ sweep through
-    factors ``a..b``: ``checkpoint`` segments (``"sqrt"``: ⌈√(b − a + 1)⌉) of equal length."""
-    import math
-    length = b - a + 1
-    k = max(1, math.ceil(math.sqrt(length))) if checkpoint == "sqrt" else min(int(checkpoint), length)
-    return tuple(sorted({a - 1 + round(i * length / k) for i in range(k + 1)}))
+def sweep_schedule(a: int, b: int, checkpoint) -> tuple:
+    """The schedule (``jacket.checkpointing``) of a checkpointed ADJ sweep through factors
+    ``a..b``, in the sweep's own layer indices (local layer ``i`` is factor ``a + i``)."""
+    from ..checkpointing import schedule
+    return schedule(b - a + 1, checkpoint)
 
 
 def _pull_checkpointed(ctx, a, b, rows):
-    """The rows pulled back through factors b..a segment by segment, from the last: each
-    segment's activations are recomputed from its first one (the tape keeps only the
-    boundaries live), inside ``lax.cond`` on a run-time predicate with the same function in
-    both branches, so that XLA cannot merge the recomputation with the forward pass (it
-    does through ``optimization_barrier`` on the CPU: ``compose/_checkpoint.py``)."""
-    bounds = sweep_segments(a, b, ctx.checkpoint)
-    truth = ctx.truth
-    if truth is None:
-        leaves = [leaf for leaf in jax.tree_util.tree_leaves(ctx.params) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-        truth = jnp.isfinite(jnp.ravel(leaves[0] if leaves else ctx.tape[0])[0])
-    for lo, hi in reversed(list(zip(bounds[:-1], bounds[1:]))):
-        def segment(operands, lo=lo, hi=hi):
-            start, rows = operands
-            acts = [start]
-            for i in range(lo + 1, hi + 1):
-                acts.append(ctx.layers[i - 1].apply(ctx.params[i - 1], acts[-1]))
+    """The rows pulled back through factors b..a over the sweep's schedule: the tape's states at
+    its top-level boundaries are read, every recomputed segment runs forward again from its first
+    state inside ``lax.cond`` (``jacket.checkpointing.pull_schedule``), and each layer's VJP rule
+    is swept over the rows. The predicate is the executor's, unbatched."""
+    from ..checkpointing import boundaries, pull_schedule
+    nodes = sweep_schedule(a, b, ctx.checkpoint)
+    kept = {i: ctx.tape[a - 1 + i] for i in boundaries(nodes)}
 
-            def pull(r):
-                r = r.reshape(ctx.shapes[hi])
-                for i in range(hi, lo, -1):
-                    r = call_vjp(ctx.layers[i - 1], ctx.params[i - 1], acts[i - 1 - lo], acts[i - lo], r)[1]
-                return r.reshape(-1)
-            return ctx.sweep(pull, rows)
-        operands = (ctx.tape[lo], rows)
-        rows = segment(operands) if hi - lo == 1 else jax.lax.cond(truth, segment, segment, operands)
-    return rows
+    def step(i, state):
+        return ctx.layers[a - 1 + i].apply(ctx.params[a - 1 + i], state)
+
+    def back(i, x, y, rows):
+        layer, p, shape = ctx.layers[a - 1 + i], ctx.params[a - 1 + i], ctx.shapes[a + i]
+
+        def pull(r):
+            return call_vjp(layer, p, x, y, r.reshape(shape))[1].reshape(-1)
+        return None, ctx.sweep(pull, rows)
+    return pull_schedule(step, back, ctx.params, nodes, kept, rows, ctx.truth)[1]
 
 
 @dataclass(frozen=True, kw_only=True)

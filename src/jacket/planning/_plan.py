@@ -55,7 +55,7 @@ class Plan:
     (the cost model it was planned and is priced under, ``FMA`` by default) with ``ticks`` and,
     for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model;
     ``chunk`` (seed vectors per batch of every sweep, ``None``: all at once) and ``checkpoint``
-    (segments per ADJ sweep recomputed from their first activation, ``None``: the whole tape),
+    (the ADJ sweeps' checkpoint schedule, ``None``: the whole tape),
     which ``order`` does not spell (``chunked`` / ``checkpointed`` set them); ``memory`` (the
     bytes model of one call, in ``dtype``) and ``memory_limit`` (bytes, when it was planned under
     one for ``batch`` examples per call: ``chain.plan(order, memory_limit=)``). Equality is the
@@ -74,7 +74,7 @@ class Plan:
     cost: CostModel = FMA
     model: Model | None = None
     chunk: int | None = None
-    checkpoint: int | str | None = None  # segments per ADJ sweep recomputed from their first activation
+    checkpoint: int | str | tuple | None = None  # the ADJ sweeps' schedule (``jacket.checkpointing``)
     memory_limit: int | None = None  # bytes: set by a memory-limited planning (``_limit.py``)
     dtype: str = "float32"  # what ``memory`` counts bytes for
     batch: int = 1  # examples per call the limit was checked for
@@ -86,15 +86,23 @@ class Plan:
     def __hash__(self):
         return hash((self.root, self.dims, self.devices, self.chunk, self.checkpoint))
 
-    def checkpointed(self, checkpoint: int | str | None) -> "Plan":
-        """This plan with every ADJ sweep through more than one factor run in ``checkpoint``
-        segments (``"sqrt"``: ⌈√length⌉), each recomputing its activations from its first one:
-        the tape holds the boundaries and one segment instead of every activation the sweep
-        reads, for one more forward pass through the swept factors. The same fma and result."""
-        if not (checkpoint is None or checkpoint == "sqrt" or
-                (isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 1)):
-            raise ValueError(f"checkpoint must be None, 'sqrt' or a positive number of segments per ADJ sweep, "
-                             f"got {checkpoint!r}")
+    def checkpointed(self, checkpoint) -> "Plan":
+        """This plan with every ADJ sweep through more than one factor run under the checkpoint
+        schedule ``checkpoint`` (``jacket.checkpointing``: ``"sqrt"``, ``"two-level"``,
+        ``("binomial", B)`` or a number of segments, over each sweep's own factors): the tape holds
+        what the schedule keeps instead of every activation the sweep reads, and the recomputed
+        segments run forward again. The same fma and result."""
+        if checkpoint is not None:
+            from ..checkpointing import schedule
+            if not isinstance(checkpoint, (str, int, tuple)) or isinstance(checkpoint, bool) or (
+                    isinstance(checkpoint, tuple) and checkpoint[:1] != ("binomial",)):
+                raise ValueError(f"checkpoint must be None, 'sqrt', 'two-level', ('binomial', B) or a positive "
+                                 f"number of segments per ADJ sweep, got {checkpoint!r}")
+            try:
+                schedule(max(len(self.dims) - 1, 1), checkpoint)
+            except ValueError as err:
+                raise ValueError(f"checkpoint must be None, 'sqrt', 'two-level', ('binomial', B) or a positive "
+                                 f"number of segments per ADJ sweep, got {checkpoint!r}: {err}") from None
         import dataclasses
         return self if checkpoint == self.checkpoint else dataclasses.replace(self, checkpoint=checkpoint)
 

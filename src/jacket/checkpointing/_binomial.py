@@ -4,7 +4,7 @@ Griewank's binomial checkpointing (Revolve) asks: with at most ``B`` states held
 states should the backward pass recompute, and from where, to recompute as few layers as
 possible? Optimal schedules place snapshots at binomial-coefficient distances; here the same
 optimum is found by a dynamic programme over the schedule trees that
-``compose/_checkpoint.py``'s :func:`~._checkpoint.pull_schedule` runs (a segment with its own
+``_pull.py``'s :func:`~._pull.pull_schedule` runs (a segment with its own
 sub-segments recomputes forward from its first state, keeping their boundaries). Counting every
 state (activation) live at once, the start and end of a segment included:
 
