@@ -55,6 +55,8 @@ def test_plan_under_a_memory_limit_chunks_checkpoints_or_names_the_smallest_limi
     assert "checkpoint:" in capsys.readouterr().out
     assert cli.main(["plan", "64,512,512,64", "--memory-limit", "a lot"]) == 2
     assert "cannot read 'a lot' as bytes" in capsys.readouterr().out
+    assert cli.main(["plan", "64,512,512,64", "--order", "reverse", "--checkpoint", "binomial:3"]) == 0
+    assert "('binomial', 3)" in capsys.readouterr().out
     assert cli.main(["plan", "64,512,512,64", "--checkpoint", "many"]) == 2
     assert "--checkpoint must be" in capsys.readouterr().out
 

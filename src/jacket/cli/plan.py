@@ -41,7 +41,8 @@ def add_arguments(parser):
     parser.add_argument("--chunk", type=int, default=None, metavar="K",
                         help="run every TAN/ADJ sweep K seed vectors at a time")
     parser.add_argument("--checkpoint", default=None, metavar="K",
-                        help="run every ADJ sweep in K segments (or 'sqrt') that recompute their activations")
+                        help="run every ADJ sweep under a checkpoint schedule that recomputes activations: K "
+                             "segments, sqrt, two-level or binomial:B (at most B activations held)")
     parser.add_argument("--compare", action="store_true",
                         help="also print the one-line costs of forward, reverse and the two dense bracketings")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the plan tree (needs matplotlib)")
@@ -62,6 +63,18 @@ def parse_widths(text):
     return widths
 
 
+def _checkpoint(text):
+    """``--checkpoint``: K, sqrt, two-level or binomial:B, as ``chain.plan(checkpoint=)`` takes them."""
+    if text is None or text in ("sqrt", "two-level"):
+        return text
+    name, _, budget = text.partition(":")
+    try:
+        return ("binomial", int(budget)) if name == "binomial" else int(text)
+    except ValueError:
+        raise ValueError(f"--checkpoint must be a number of segments, sqrt, two-level or binomial:B, "
+                         f"got {text!r}") from None
+
+
 def run(args) -> int:
     if (args.widths is None) == (args.model is None):
         print("jacket plan: give either widths (e.g. 784,1024,16,1024,784) or --model "
@@ -73,12 +86,7 @@ def run(args) -> int:
     else:
         chain = build_chain(parse_widths(args.widths), args.act)
     try:
-        checkpoint = args.checkpoint
-        if checkpoint is not None and checkpoint != "sqrt":
-            try:
-                checkpoint = int(checkpoint)
-            except ValueError:
-                raise ValueError(f"--checkpoint must be a number of segments or 'sqrt', got {checkpoint!r}") from None
+        checkpoint = _checkpoint(args.checkpoint)
         options = {} if args.wrt == "params" else {"dtype": args.dtype, "batch": args.batch}
         plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost,
                           chunk=args.chunk, memory_limit=args.memory_limit, checkpoint=checkpoint, **options)
