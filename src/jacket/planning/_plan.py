@@ -210,7 +210,7 @@ class Plan:
             head.append(f"  {'memory limit:':<24}{_mb(self.memory_limit)} MB{per}; this plan needs {_mb(need)} MB "
                         f"(arguments, result, temporaries; {self.dtype})")
         if self.checkpoint is not None:
-            head.insert(2, f"  {'checkpoint:':<24}{self.checkpoint!s:>{width}}   (segments per ADJ sweep; "
+            head.insert(2, f"  {'checkpoint:':<24}{self.checkpoint!s:>{width}}   (the ADJ sweeps' schedule; "
                            f"activations recomputed: {self.recompute_ticks(FMA):,} fma more)")
         if self.chunk is not None:
             head.insert(2, f"  {'chunk:':<24}{self.chunk:>{width}}   (seed vectors per batch of every sweep)")
