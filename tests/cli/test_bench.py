@@ -106,7 +106,7 @@ def _tiny(name):
         cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
     elif name == "memory":
         cfg.update(families=("bottleneck", "transformer"), scale=16, checkpoint={"blocks": 3, "width": 8, "batch": 16},
-                   checkpoint_repeats=1, chunked=[[6, 12, 12, 6]], chunks=[4], chunk_repeats=1, limit_points=3,
+                   checkpoint_repeats=1, chunked=[[6, 12, 12, 6]], chunks=[4], chunk_repeats=1, limit_points=2,
                    limit_repeats=1, limit_chains={"wide": [6, 12, 12, 6], "deep": {"blocks": 3, "width": 8, "batch": 4}})
     elif name == "curvature":
         cfg.update(mlp=(6, 5, 5, 3), per_example_mlp=(6, 5, 3), batch=4, scale=8,
@@ -115,9 +115,9 @@ def _tiny(name):
     return module, cfg
 
 
-# the tiny runs of orders (it calibrates and autotunes) and curvature (every group) take 8-10 s
-# each: in the slow suite; the others stay in the default one
-SLOW_TINY = ("orders", "curvature")
+# the tiny runs of orders (it calibrates and autotunes), curvature (every group) and scaling (a
+# subprocess on simulated devices) take 8-10 s each: in the slow suite; the others stay in the default one
+SLOW_TINY = ("orders", "curvature", "scaling")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in BENCHMARKS])

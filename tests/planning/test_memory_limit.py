@@ -169,7 +169,7 @@ def test_largest_dense_ignores_dense_weights_and_the_result():
 
 
 @given(st.integers(0, 2 ** 31), st.floats(0.0, 1.0), st.booleans())
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=2, deadline=None)
 def test_memory_limited_and_checkpointed_jacobians_of_random_chains_equal_jacfwd(seed, where, batch):
     """float64: a random chain of the registry's layers, planned under a random limit between the
     smallest and the unlimited plan's bytes (the planner picks bracketing, chunk and checkpoints),

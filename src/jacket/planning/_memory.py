@@ -21,6 +21,11 @@ each step (bytes; ``c`` = seed vectors per device, ``ceil(count / devices)``):
   derivatives, made before the loop); per batch, the vectors above with ``c = k`` (the batch's
   seed slice too unless a fused loop reads it); after the loop, the remainder (``c = r``) and the
   concatenation beside the stack;
+* a checkpointed ADJ (``plan.checkpoint``, a schedule of ``jacket.checkpointing`` over its own
+  factors): at each factor, of the sweep's activations, only those its schedule holds then (the
+  states it recomputes from, and the others the rules read); inside a recomputing ``lax.cond``
+  no buffer goes to the output allocation, and each cond around the factor holds the rows that
+  entered it;
 * MUL: both operands and the result (``Structure.size`` each), the first child's result held
   while the second runs (the cheaper order, as XLA's scheduler); a product by a diagonal, or a
   rank-r update of a fused sweep's result, fuses with that operand's loop, which then reads only

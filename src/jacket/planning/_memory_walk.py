@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def _temp(live, out_bytes) -> int:
     """Temporaries of a live set when the largest buffer that fits goes to the output allocation."""
     fits = [b for b in live if b <= out_bytes and not isinstance(b, _Pinned)]
