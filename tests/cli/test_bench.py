@@ -105,7 +105,7 @@ def _tiny(name):
     elif name == "scaling":
         cfg.update(devices=(1, 2), width=8, depth=1, batch=8)
     elif name == "memory":
-        cfg.update(families=("bottleneck", "transformer"), scale=16, checkpoint={"blocks": 3, "width": 8, "batch": 16},
+        cfg.update(families=("bottleneck",), scale=16, checkpoint={"blocks": 3, "width": 8, "batch": 16},
                    checkpoint_repeats=1, chunked=[[6, 12, 12, 6]], chunks=[4], chunk_repeats=1, limit_points=2,
                    limit_repeats=1, limit_chains={"wide": [6, 12, 12, 6], "deep": {"blocks": 3, "width": 8, "batch": 4}})
     elif name == "curvature":

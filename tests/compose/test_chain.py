@@ -78,7 +78,7 @@ def compare(chain, loss, params, x, x_dot, params_dot, y_bar, target):
     return out
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(chain=chains(), batch=st.sampled_from([None, 3]), loss=st.sampled_from(LOSSES),
        seed=st.integers(0, 2**16))
 def test_random_chains_match_jax(chain, batch, loss, seed):
