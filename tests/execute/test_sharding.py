@@ -18,8 +18,9 @@ from jacket.execute.sharding import make_mesh, pad_rows
 HERE = Path(__file__).parent
 
 
-# two halves, so that the two workers of the default run share the subprocess work
-@pytest.mark.parametrize("part, at_least", [("sharded_jacobian", 18), ("not sharded_jacobian", 8)])
+# two halves: the sharded Jacobians in the default run, the data-parallel rest (16 s) in the slow one
+@pytest.mark.parametrize("part, at_least", [("sharded_jacobian", 18),
+                                            pytest.param("not sharded_jacobian", 8, marks=pytest.mark.slow)])
 def test_multidevice_suite_passes_on_four_simulated_devices(part, at_least):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {FAST_COMPILE}", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-k", part,

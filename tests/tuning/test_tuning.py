@@ -94,6 +94,7 @@ def test_rates_refuse_missing_and_invalid_fields():
             Rates.from_dict(dict(RATES.as_dict(), mm_fma=bad))
 
 
+@pytest.mark.slow  # 11-13 s: it times the 27 programs for real
 def test_one_real_calibration_fits_every_rate_and_stores_its_programs():
     rates = _calibrate.calibrate(progress=False)
     values = [v for k, v in rates.as_dict().items() if k != "device"]
