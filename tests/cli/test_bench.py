@@ -115,9 +115,9 @@ def _tiny(name):
     return module, cfg
 
 
-# the tiny runs of orders (it calibrates and autotunes), curvature (every group) and scaling (a
+# the tiny runs of orders (it calibrates and autotunes), curvature (every group), grad and scaling (a
 # subprocess on simulated devices) take 8-10 s each: in the slow suite; the others stay in the default one
-SLOW_TINY = ("orders", "curvature", "scaling")
+SLOW_TINY = ("orders", "curvature", "scaling", "grad")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n for n in BENCHMARKS])

@@ -48,7 +48,7 @@ def trees(depth):
     )
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(st.lists(trees(2), min_size=1, max_size=3), st.integers(0, 2 ** 16))
 def test_random_nested_blocks_equal_jacfwd_in_every_order(body, seed):
     chain = jacket.Chain([jacket.Dense(2, D)] + body + [jacket.Dense(D, 2)])

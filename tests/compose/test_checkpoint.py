@@ -40,7 +40,7 @@ def test_bad_schedules_are_refused_when_the_function_is_made(make, bad):
         make(chain, jacket.MeanSquaredError(), checkpoint=bad)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(st.lists(trees(1), min_size=2, max_size=4), st.sampled_from(CHECKPOINTS), st.integers(0, 2 ** 16))
 def test_checkpointed_gradients_equal_the_full_tape_and_jax_grad(body, checkpoint, seed):
     chain, params, x, labels = random_problem(body, seed)
