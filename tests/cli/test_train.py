@@ -239,6 +239,7 @@ def test_transformer_gradient_matches_jax_grad(key):
     assert _max_diff(engine, reference) < 1e-12
 
 
+@pytest.mark.slow  # 6 s; the transformer's gradient against jax.grad stays in the default run
 def test_train_transformer_command_without_scikit_learn(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # it makes its own data
     assert cli.main(["train", "transformer", "--quick", "--no-progress", "--no-plot"]) == 0

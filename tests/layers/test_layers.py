@@ -269,8 +269,16 @@ def test_every_builtin_on_a_sequence_passes_the_checker(entry):
 
 
 # ---- the shaped built-ins: images, sequences, glue, blocks ----------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=repr)
-@pytest.mark.parametrize("entry", jacket.registry.SHAPED, ids=lambda e: e.name)
+def _shaped_cases():
+    """(entry, dtype) for every shaped built-in; attention's float32 runs (5 s each, its float64
+    runs check the same rules tighter) are in the slow suite."""
+    for entry in jacket.registry.SHAPED:
+        for dtype in DTYPES:
+            slow = entry.name.startswith("attention") and dtype.name == "float32"
+            yield pytest.param(entry, dtype, id=f"{entry.name}-{dtype!r}", marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("entry, dtype", list(_shaped_cases()))
 def test_every_shaped_builtin_passes_the_checker(entry, dtype):
     """Every image, sequence, glue and block built-in at its registry shape, on one example and a
     batch: jvp, vjp (parameter cotangents included), the Jacobian and its declared structure
