@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from ..core._checks import check_input
 from ..core._shapes import split_batch
@@ -53,11 +52,11 @@ def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None, memory_li
 
 
 def _truth(params, x):
-    """The run-time predicate of checkpointed sweeps' ``lax.cond`` (an entry is finite), made
-    outside the examples' ``vmap`` so that it stays unbatched and the ``cond`` a ``cond``: from
-    the params, or from the whole batch when the chain has none."""
-    leaves = [leaf for leaf in jax.tree_util.tree_leaves(params) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    return jnp.isfinite(jnp.ravel(leaves[0] if leaves else x)[0])
+    """The run-time predicate of checkpointed sweeps' ``lax.cond``, made outside the examples'
+    ``vmap`` so that it stays unbatched and the ``cond`` a ``cond``: from the params, or from the
+    whole batch when the chain has none (``jacket.checkpointing.runtime_true``)."""
+    from ..checkpointing import runtime_true
+    return runtime_true(params, x)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 4))
