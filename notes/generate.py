@@ -119,6 +119,15 @@ def deep_chain(width: int) -> jacket.Chain:
 MATRIX_PRODUCT = "(J5 (J4 (J3 (J2 J1))))"  # full Jacobians multiplied from the input side
 
 
+def fma_of(chain, order, argnums=1) -> int:
+    """The model fma of ``order`` for ``chain``'s Jacobian (``jacket.plan``, one float32 example)."""
+    return plan_of(chain, order, argnums).fma
+
+
+def plan_of(chain, order, argnums=1):
+    return jacket.plan(chain, argnums, order=order)(None, jax.ShapeDtypeStruct(chain.in_shape, jnp.float32))
+
+
 def index_free_costs() -> dict[str, Value]:
     """The vector × matrix against matrix × matrix table of index-free.md, from the planner."""
     rows = ["| D | reverse: vector × matrix | forward: D tangents | matrix × matrix " + MATRIX_PRODUCT
@@ -126,7 +135,7 @@ def index_free_costs() -> dict[str, Value]:
     costs = []
     for width in (64, 128, 256, 512):
         chain = deep_chain(width)
-        costs.append((chain.plan("reverse").fma, chain.plan("forward").fma, chain.plan(MATRIX_PRODUCT).fma))
+        costs.append((fma_of(chain, "reverse"), fma_of(chain, "forward"), fma_of(chain, MATRIX_PRODUCT)))
         reverse, forward, product = costs[-1]
         rows.append(f"| {width} | {reverse:,} | {forward:,} | {product:,} | {forward / reverse:.0f} |")
     growth = [last / before for last, before in zip(costs[-1], costs[-2])]  # from D = 256 to 512
@@ -135,10 +144,10 @@ def index_free_costs() -> dict[str, Value]:
             "free.growth.reverse": Value(f"{growth[0]:.2f}"),
             "free.growth.forward": Value(f"{growth[1]:.2f}"),
             "free.growth.product": Value(f"{growth[2]:.2f}"),
-            "free.reverse-order": Value(f"`{deep_chain(64).plan('reverse').order}`"),
+            "free.reverse-order": Value(f"`{plan_of(deep_chain(64), 'reverse').order}`"),
             "free.digits.dims": Value(str(digits.dims)),
-            "free.digits.reverse": Value(f"{digits.plan('reverse').fma:,}"),
-            "free.digits.forward": Value(f"{digits.plan('forward').fma:,}")}
+            "free.digits.reverse": Value(f"{fma_of(digits, 'reverse'):,}"),
+            "free.digits.forward": Value(f"{fma_of(digits, 'forward'):,}")}
 
 
 # ---- notes/cost-model.md ---------------------------------------------------------------------
@@ -161,10 +170,10 @@ def cost_model_values() -> dict[str, Value]:
     chain = jacket.Chain([jacket.Dense(d, d), jacket.Dense(d, d), jacket.Dense(d, d), jacket.Dense(d, 1)])
     rows = ["| order | fma | formula |", "|---|---|---|"]
     for order, formula, count in SCALAR_ORDERS:
-        fma = chain.plan(order).fma
+        fma = fma_of(chain, order)
         if fma != count(d):
             raise RuntimeError(f"cost-model.md states that {order} costs {formula} = {count(d):,} fma at "
-                               f"D = {d}, but chain.plan({order!r}).fma = {fma:,}")
+                               f"D = {d}, but jacket.plan(chain, 1, order={order!r}) costs {fma:,}")
         rows.append(f"| `{order}` | {fma:,} | {formula} |")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -218,7 +227,6 @@ def params_jacobian_values() -> dict[str, Value]:
     """The parameter Jacobian of a small bottleneck sequence chain (the curvature benchmark's
     shape, scaled down): the model fma of forward, reverse and the optimal segmentation, the
     segments, and the largest difference of every order to jax.jacrev in float64."""
-    from jacket.compose import params_jacobian_costs
     from jacket_bench.curvature_cases import bottleneck_sequence
     with float64():
         chain = bottleneck_sequence(tokens=16, features=8, hidden=16, bottleneck=2, width=32)
@@ -227,11 +235,13 @@ def params_jacobian_values() -> dict[str, Value]:
 
         @jax.jit
         def both(params, x):
-            return ([chain.jacobian(params, x, order, wrt="params") for order in ("forward", "reverse", "optimal")],
-                    jax.jacrev(lambda p: chain.apply(p, x))(params))
+            return ([jacket.jacobian(chain, 0, order=order)(params, x) for order in ("forward", "reverse", "optimal")],
+                    jax.jacrev(chain, argnums=0)(params, x))
         got, expected = both(params, x)
-        costs, plan = params_jacobian_costs(chain), chain.plan("optimal", wrt="params")
-        segments = "; ".join(f"layers {lo + 1}–{hi} {mode}" for lo, hi, mode in plan.segments)
+        costs = {order: fma_of(chain, order, argnums=0) for order in ("forward", "reverse", "optimal")}
+        plan = plan_of(chain, "optimal", argnums=0)
+        segments = "; ".join(f"layers {step.lo}–{step.hi} {'reverse' if step.op == 'ADJ' else 'forward'}"
+                             for step in plan.steps if step.op in ("TAN", "ADJ"))
         return {"pjac.shapes": Value(" → ".join("×".join(map(str, s)) for s in chain.shapes)),
                 "pjac.forward": Value(f"{costs['forward']:,}"), "pjac.reverse": Value(f"{costs['reverse']:,}"),
                 "pjac.optimal": Value(f"{costs['optimal']:,}"), "pjac.segments": Value(segments),

@@ -4,16 +4,16 @@ A network is a chain f_N ∘ … ∘ f_1; its Jacobian is the product J_N ⋯ J_
 multiplication decides the cost. jacket composes each layer's own rules into forward and
 reverse accumulation, any bracketing, and an optimal mixed-mode plan.
 
-Layout: ``core`` (layer protocol, shapes, tangent conventions, checks), ``layers`` (built-in
-layers), ``losses``, ``compose`` (Chain, mlp, backprop), ``operators`` (structured Jacobians and
-their product rule), ``planning`` (plan nodes, cost models, orders, the DP), ``tuning``
-(calibration and autotuning on the device), ``execute``
-(executor, sharding), ``testing`` (the rule checker), ``interop`` (export to JAX), ``registry``
-(the built-ins by name), ``cli`` (the ``jacket`` command).
+Layout, each folder importing only those before it: ``operators`` (structured Jacobians and
+their product rule), ``core`` (the layer protocol, shapes, tangent conventions, checks),
+``checkpointing`` (schedules), ``layers`` (built-in layers), ``losses``, ``compose`` (Chain, the
+blocks, mlp, the sweeps), ``planning`` (plan nodes, cost models, orders, the DP, the bytes
+model), ``execute`` (executor, sharding), ``tuning`` (calibration and autotuning on the device),
+``transforms`` (the front door: jacobian, plan, value_and_grad, …), then ``registry`` (the
+built-ins by name), ``testing`` (the rule checker), ``interop`` (export to JAX) and ``cli``.
 """
 from . import operators, registry, testing
-from .compose import (Chain, Parallel, Residual, ggn_vp, hessian, hvp, mlp, ntk, per_example_grads,
-                      value_and_grad)
+from .compose import Chain, Parallel, Residual, mlp
 from .core import Elementwise, Layer
 from .execute import data_parallel, make_mesh, sharding
 from .interop import to_jax
@@ -21,6 +21,7 @@ from .layers import (GELU, AvgPool2D, Conv1D, Conv2D, Dense, Flatten, LayerNorm,
                      MultiHeadSelfAttention, PositionEmbedding, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .losses import BinaryCrossEntropyWithLogits, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .planning import Plan
+from .transforms import ggn_vp, hessian, hvp, jacobian, ntk, per_example_grads, plan, value_and_grad
 
 __version__ = "0.2.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "Layer", "Elementwise", "Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax",
     "LogSoftmax", "LayerNorm", "Loss", "MeanSquaredError", "BinaryCrossEntropyWithLogits",
     "SoftmaxCrossEntropy", "Flatten", "Reshape", "Conv1D", "Conv2D", "AvgPool2D", "MaxPool2D",
-    "MultiHeadSelfAttention", "PositionEmbedding", "Chain", "Residual", "Parallel", "mlp", "value_and_grad", "per_example_grads", "ntk", "hvp", "ggn_vp", "hessian", "Plan", "operators", "sharding",
+    "MultiHeadSelfAttention", "PositionEmbedding", "Chain", "Residual", "Parallel", "mlp", "jacobian", "plan",
+    "value_and_grad", "per_example_grads", "ntk", "hvp", "ggn_vp", "hessian", "Plan", "operators", "sharding",
     "make_mesh", "data_parallel", "to_jax", "testing", "registry",
 ]

@@ -4,14 +4,13 @@ Signature::
 
     to_jax(chain, mode="vjp") -> f        f(params, x) = chain.apply(params, x)
 
-``mode="vjp"`` wraps ``f`` with ``jax.custom_vjp``: the forward pass is ``chain.forward``, whose
-tape ``(x_0, …, x_N)`` is kept as the residuals, and the backward pass runs the layers' VJP rules
+``mode="vjp"`` wraps ``f`` with ``jax.custom_vjp``: the forward pass records the tape ``(x_0, …, x_N)`` is kept as the residuals, and the backward pass runs the layers' VJP rules
 over it, last layer first. ``jax.grad``, ``jax.jacrev``, ``jax.vmap``, ``jax.jit`` and optax then
 use jacket's reverse accumulation. Forward mode (``jax.jvp``, ``jax.jacfwd``) is refused by JAX
 for a ``custom_vjp`` function.
 
-``mode="jvp"`` wraps ``f`` with ``jax.custom_jvp`` whose rule is ``chain.jvp`` (tangents for x and
-params): forward mode runs the layers' JVP rules, and JAX derives reverse mode by linearising that
+``mode="jvp"`` wraps ``f`` with ``jax.custom_jvp`` whose rule pushes tangents for x and params
+through the layers' JVP rules: forward mode runs the layers' JVP rules, and JAX derives reverse mode by linearising that
 rule and transposing the tangent part. This works because every JVP rule is linear in
 ``(x_dot, params_dot)`` and written with operations JAX can transpose (products with arrays that
 depend on the primal only, sums, means, matrix products); a rule that is not, such as one that
@@ -22,8 +21,9 @@ Either way, a wrong rule shows up in JAX's derivatives: that is the point (tests
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
-from .compose import Chain
+from .compose import Chain, pull, push, record
 
 __all__ = ["to_jax"]
 
@@ -51,12 +51,13 @@ def _with_vjp_rules(chain):
         return chain.apply(params, x)
 
     def forward(params, x):
-        y, tape = chain.forward(params, x)
+        chain.check_params(params, "to_jax")
+        y, tape = record(chain, params, chain.check_input(x, "to_jax"))
         return y, (params, tape)  # residuals: what the VJP rules read
 
     def backward(residuals, y_bar):
         params, tape = residuals
-        return chain.pull(params, tape, y_bar)  # params_bar has the structure of params
+        return pull(chain, params, tape, y_bar)  # params_bar has the structure of params
 
     f.defvjp(forward, backward)
     return _named(f, chain, "vjp")
@@ -70,7 +71,8 @@ def _with_jvp_rules(chain):
     @f.defjvp
     def f_jvp(primals, tangents):
         (params, x), (params_dot, x_dot) = primals, tangents
-        return chain.jvp(params, x, x_dot, params_dot)  # (y, y_dot)
+        y, y_dot = push(chain, params, x, x_dot, params_dot)
+        return y, jnp.zeros_like(y) if y_dot is None else y_dot
 
     return _named(f, chain, "jvp")
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .core import Layer
 from .compose import Chain, Parallel, Residual
-from .layers import (GELU, AvgPool2D, Conv1D, Conv2D, Dense, Flatten, LayerNorm, LogSoftmax, MaxPool2D,
+from .layers import (ACTIVATIONS, PARAMETER_FREE, activation, GELU, AvgPool2D, Conv1D, Conv2D, Dense, Flatten, LayerNorm, LogSoftmax, MaxPool2D,
                      MultiHeadSelfAttention, PositionEmbedding, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .losses import BinaryCrossEntropyWithLogits, MeanSquaredError, SoftmaxCrossEntropy
 
@@ -88,13 +87,6 @@ SHAPED: tuple[ShapedEntry, ...] = (
 #: name -> loss class
 LOSSES = {"mse": MeanSquaredError, "bce_logits": BinaryCrossEntropyWithLogits, "softmax_ce": SoftmaxCrossEntropy}
 
-#: activation name -> layer class (the elementwise built-ins)
-ACTIVATIONS = {entry.name: type(entry.build(1, 1)) for entry in LAYERS if entry.family == "elementwise"}
-#: every parameter-free built-in by name (activations, softmax, log-softmax): what mlp's final= takes
-PARAMETER_FREE = {entry.name: type(entry.build(1, 1)) for entry in LAYERS
-                  if entry.family != "dense" and type(entry.build(1, 1)).init is Layer.init}
-
-
 def layer(name: str):
     """The entry called ``name`` (in ``LAYERS`` or ``SHAPED``); a clear error listing the names otherwise."""
     for entry in LAYERS + SHAPED:
@@ -111,18 +103,3 @@ def builtin_layers(width: int) -> list:
 def builtin_shaped() -> list:
     """Every ``SHAPED`` built-in as ``(layer, in_shape)``, for the checker."""
     return [(entry.build(), entry.in_shape) for entry in SHAPED]
-
-
-def activation(name_or_layer):
-    """A parameter-free layer from a name (``"tanh"``, ``"softmax"``: ``PARAMETER_FREE``), a Layer
-    class or instance; ``None`` stays ``None``."""
-    if name_or_layer is None or isinstance(name_or_layer, Layer):
-        return name_or_layer
-    if isinstance(name_or_layer, str):
-        if name_or_layer.lower() not in PARAMETER_FREE:
-            raise ValueError(f"unknown activation {name_or_layer!r}; choose from {', '.join(PARAMETER_FREE)}")
-        return PARAMETER_FREE[name_or_layer.lower()]()
-    if isinstance(name_or_layer, type) and issubclass(name_or_layer, Layer):
-        return name_or_layer()
-    raise TypeError(f"activation must be a name ({', '.join(ACTIVATIONS)}), a jacket.Layer class or "
-                    f"instance, or None; got {name_or_layer!r}")

@@ -17,7 +17,7 @@ in time at the largest D.
 """
 from __future__ import annotations
 
-from .timing import alternate, default_device, gbytes_per_s, gflops, paired_ratio, roofline, write_results
+from .timing import alternate, default_device, gbytes_per_s, gflops, input_plan, paired_ratio, roofline, write_results
 
 NAME = "associativity"
 SLOPE_MARGIN = 0.3
@@ -64,7 +64,7 @@ def right_nested(n_factors: int) -> str:
 
 
 def order_strings(chain, optimal: bool = False) -> dict:
-    """jacket's methods as order strings for ``chain.jacobian`` (``optimal`` adds "optimal")."""
+    """jacket's methods as order strings for ``jacket.jacobian`` (``optimal`` adds "optimal")."""
     n = len(chain)
     strings = {"forward": "forward", "reverse": "reverse", "left-nested": left_nested(n),
                "right-nested": right_nested(n)}
@@ -74,7 +74,9 @@ def order_strings(chain, optimal: bool = False) -> dict:
 def candidates(chain, optimal: bool = False) -> dict:
     """name -> ``(params, x) -> (n_N, n_0)`` Jacobian: jacket's orders, ``jax.jacfwd``, ``jax.jacrev``."""
     import jax
-    fns = {name: (lambda params, x, o=order: chain.jacobian(params, x, order=o))
+
+    import jacket
+    fns = {name: jacket.jacobian(chain, 1, order=order)
            for name, order in order_strings(chain, optimal).items()}
     fns["jax.jacfwd"] = jax.jacfwd(chain.apply, argnums=1)
     fns["jax.jacrev"] = jax.jacrev(chain.apply, argnums=1)
@@ -83,7 +85,7 @@ def candidates(chain, optimal: bool = False) -> dict:
 
 def model_fma(chain, optimal: bool = False) -> dict:
     """Model cost of every candidate; JAX's two are costed as forward and reverse."""
-    fma = {name: chain.plan(order).fma for name, order in order_strings(chain, optimal).items()}
+    fma = {name: input_plan(chain, order).fma for name, order in order_strings(chain, optimal).items()}
     fma["jax.jacfwd"], fma["jax.jacrev"] = fma["forward"], fma["reverse"]
     return fma
 

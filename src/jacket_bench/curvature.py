@@ -22,10 +22,10 @@ compilation of itself: its ratio is the noise floor of the group):
   (weight sharing: a tangent push costs more than the parameters, the Jacobian contraction
   wins), a narrow MLP with many outputs (``ntvp`` wins) and a wide MLP with one output (a near
   tie in the model). Target: ``auto`` never slower than the reference, within the group's noise
-  floor (``|control − 1|``). The cost model's numbers (``jacket.compose.ntk_costs``) and auto's
+  floor (``|control − 1|``). The cost model's numbers (``jacket.transforms.ntk_costs``) and auto's
   choice are stored.
 * **Parameter Jacobian**, ``bottleneck_sequence`` (64 tokens × 32 features, a shared Dense to 64,
-  flatten, Dense to 4, then 4 → 256 → 256), batch 4: ``chain.jacobian(wrt="params")`` with the
+  flatten, Dense to 4, then 4 → 256 → 256), batch 4: ``jacket.jacobian(chain, argnums=0)`` with the
   optimal (mixed) plan and with one reverse sweep against per-example ``jax.jacrev`` (target:
   optimal ≤ 1.0), with the model's fma ratio of the two plans beside the measured one.
 * **Dense Hessian**, MLP 16-32-4, batch 64, P = 676: ``jacket.hessian`` (P HVPs under
@@ -106,7 +106,7 @@ def measure_per_example(cfg, loss) -> dict:
 
 def measure_ntk(shape, cfg) -> dict:
     import jax
-    from jacket.compose import ntk_costs
+    from jacket.transforms import ntk_costs
     chain = ntk_chain(shape, cfg.get("scale", 1))
     n = shape["n"]
     k_p, k_1, k_2 = jax.random.split(jax.random.PRNGKey(2), 3)
@@ -129,7 +129,7 @@ def measure_ntk(shape, cfg) -> dict:
 def measure_params_jacobian(cfg) -> dict:
     import jax
     import jax.numpy as jnp
-    from jacket.compose import params_jacobian_costs
+    import jacket
     chain = bottleneck_sequence(**cfg["params_chain"])
     k_p, k_x = jax.random.split(jax.random.PRNGKey(3))
     params = chain.init(k_p, jnp.float32)
@@ -137,12 +137,12 @@ def measure_params_jacobian(cfg) -> dict:
     fns = params_jacobian_candidates(chain)
     timing = _time(fns, (params, x), "jax jacrev", cfg)
     expected = jax.jit(fns["jax jacrev"])(params, x)
-    costs = params_jacobian_costs(chain)
-    plan = chain.plan("optimal", wrt="params")
+    plans = {o: jacket.plan(chain, 0, order=o)(None, jax.ShapeDtypeStruct(chain.in_shape, "float32"))
+             for o in ("optimal", "reverse", "forward")}
     return {"case": f"bottleneck sequence {'×'.join(map(str, chain.in_shape))} -> {chain.dims[-1]} "
                     f"b{cfg['params_batch']}", "shapes": [list(s) for s in chain.shapes],
-            "layers": [repr(layer) for layer in chain], "plan": [list(seg) for seg in plan.segments],
-            "model_fma": {"optimal": costs["optimal"], "reverse": costs["reverse"], "forward": costs["forward"]},
+            "layers": [repr(layer) for layer in chain], "plan": plans["optimal"].order,
+            "model_fma": {o: plan.fma for o, plan in plans.items()},
             "median_s": timing["median_s"], "compile_s": timing["compile_s"], "rounds": timing["rounds"],
             "ratio": timing["ratio"],
             "rel_error": {k: rel_error(jax.jit(f)(params, x), expected) for k, f in fns.items() if k.startswith("jacket")},

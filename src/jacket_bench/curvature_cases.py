@@ -62,7 +62,7 @@ def hvp_candidates(chain, loss) -> dict:
         _, pull = jax.vjp(lambda p: chain.apply(p, x), params)
         return pull(h_z)[0]
     return {"jax hvp": jax_hvp, "jax hvp (control)": lambda *a: jax_hvp(*a),
-            "jacket.hvp": jacket.hvp(chain, loss, wrt="params"), "jacket.ggn_vp": jacket.ggn_vp(chain, loss),
+            "jacket.hvp": jacket.hvp(chain, loss, argnums=0), "jacket.ggn_vp": jacket.ggn_vp(chain, loss),
             "jax ggn": jax_ggn}
 
 
@@ -123,7 +123,7 @@ def ntk_chain(shape: dict, scale: int = 1):
 
 def auto_choice(chain, n1: int, n2: int) -> str:
     """The implementation ``implementation="auto"`` picks: the cheaper in :func:`ntk_costs`."""
-    from jacket.compose import ntk_costs
+    from jacket.transforms import ntk_costs
     costs = ntk_costs(chain, n1, n2)
     return min(("jacobian", "ntvp"), key=lambda k: costs[k])
 
@@ -132,7 +132,7 @@ def bottleneck_sequence(tokens: int, features: int, hidden: int, bottleneck: int
     """``(tokens, features) -> width``: a Dense shared by every token, tanh, flatten, a narrow
     Dense to ``bottleneck`` outputs, then ``bottleneck -> width -> width``. The rows of a reverse
     sweep through the shared Dense cost ``tokens`` times its parameters, so the planner re-seeds
-    the sweep at the bottleneck (a mixed plan for ``wrt="params"``)."""
+    the sweep at the bottleneck (a mixed plan for ``argnums=0``)."""
     import jacket
     return jacket.Chain([jacket.Dense(features, hidden), jacket.Tanh(), jacket.Flatten(),
                          jacket.Dense(tokens * hidden, bottleneck), jacket.Dense(bottleneck, width), jacket.Tanh(),
@@ -145,11 +145,13 @@ def params_jacobian_candidates(chain) -> dict:
     optimal (mixed) plan and its single reverse sweep."""
     import jax
 
+    import jacket
+
     def jax_jacrev(params, x):
         return jax.vmap(lambda xi: jax.jacrev(lambda p: chain.apply(p, xi))(params))(x)
     return {"jax jacrev": jax_jacrev, "jax jacrev (control)": lambda *a: jax_jacrev(*a),
-            "jacket optimal": lambda p, x: chain.jacobian(p, x, "optimal", wrt="params"),
-            "jacket reverse": lambda p, x: chain.jacobian(p, x, "reverse", wrt="params")}
+            "jacket optimal": jacket.jacobian(chain, 0, order="optimal"),
+            "jacket reverse": jacket.jacobian(chain, 0, order="reverse")}
 
 
 def hessian_candidates(chain, loss) -> dict:

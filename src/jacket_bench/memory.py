@@ -2,7 +2,7 @@
 
 For every family of :mod:`.orders` (at ``scale``, 1 = the benchmark's widths) and every jacket
 order (forward, reverse, the two nested bracketings, optimal), the jitted
-``chain.jacobian(params, x, plan)`` is lowered and compiled, never run: XLA's
+``jacket.jacobian(chain, 1, order=plan)(params, x)`` is lowered and compiled, never run: XLA's
 ``memory_analysis()`` gives the temporaries, arguments and output in bytes. Recorded per case:
 the model's bytes, XLA's, and the ratio model / XLA of the temporaries; per family and overall,
 the median and the largest ``max(ratio, 1 / ratio)``. Arguments and output are compared exactly.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import statistics
 
-from .timing import write_results
+from .timing import input_plan, write_results
 
 NAME = "memory"
 WITHIN = 1.5
@@ -60,7 +60,9 @@ def n_steps(cfg: dict) -> int:
 def measure(chain, plan, params, x) -> dict:
     """Model and XLA bytes of one plan (compiled, not run)."""
     import jax
-    compiled = jax.jit(lambda p, x: chain.jacobian(p, x, order=plan)).lower(params, x).compile()
+
+    import jacket
+    compiled = jax.jit(jacket.jacobian(chain, 1, order=plan)).lower(params, x).compile()
     xla = compiled.memory_analysis()
     model = plan.memory
     temp = int(xla.temp_size_in_bytes)
@@ -132,10 +134,10 @@ def measure_chunked(widths, cfg) -> dict:
     chain = jacket.mlp(list(widths), activation="tanh")
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     x = jax.random.normal(jax.random.PRNGKey(1), (widths[0],), jnp.float32)
-    plans = {"optimal": chain.plan("optimal")}
+    plans = {"optimal": input_plan(chain, "optimal")}
     plans.update({f"optimal, chunk {k}": plans["optimal"].chunked(k) for k in cfg["chunks"]})
     fns = {"jax.jacrev": jax.jacrev(chain.apply, argnums=1), "jax.jacfwd": jax.jacfwd(chain.apply, argnums=1)}
-    fns.update({k: (lambda p, x, plan=plan: chain.jacobian(p, x, plan)) for k, plan in plans.items()})
+    fns.update({k: jacket.jacobian(chain, 1, order=plan) for k, plan in plans.items()})
     temp = {k: int(jax.jit(f).lower(params, x).compile().memory_analysis().temp_size_in_bytes) for k, f in fns.items()}
     timing = alternate(fns, (params, x), repeats=cfg.get("chunk_repeats", 3), baseline="jax.jacrev", min_sample_s=0.05)
     best = min(("jax.jacrev", "jax.jacfwd"), key=lambda k: timing["median_s"][k])
@@ -161,7 +163,8 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
             tick(f"memory {name}")
         chain = FAMILIES[name](cfg["scale"])
         params, x = example_inputs(chain, seed=len(name))
-        cases = {m: measure(chain, chain.plan(o), params, x) for m, o in order_strings(chain, optimal=True).items()}
+        cases = {m: measure(chain, input_plan(chain, o), params, x)
+                 for m, o in order_strings(chain, optimal=True).items()}
         spreads = [_spread(c["ratio"]) for c in cases.values()]
         families.append({"family": name, "dims": list(chain.dims), "cases": cases,
                          "median_spread": statistics.median(spreads), "max_spread": max(spreads)})

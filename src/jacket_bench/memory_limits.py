@@ -2,7 +2,7 @@
 
 Per chain, the smallest limit the planner can meet (``floor``) and what the unconstrained optimum
 needs (``top``) are read off the bytes model; ``points`` limits spaced geometrically between
-them are planned (``make_plan(..., memory_limit=)``: bracketing, chunk size and checkpoints
+them are planned (``jacket.plan(chain, 1, memory_limit=)``: bracketing, chunk size and checkpoints
 chosen), compiled and timed (interleaved medians). Recorded per limit: the plan's order, chunk
 and checkpoint, the model's bytes, XLA's (arguments + output + temporaries from
 ``memory_analysis()``), and the time against the unconstrained plan. The curve of time
@@ -42,20 +42,23 @@ def chains(cfg: dict) -> dict:
 def sweep(name, chain, batch, points: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
-    from jacket.planning import make_plan, smallest_limit
+    import jacket
+    from jacket.planning import smallest_limit
     from jacket.planning._limit import call_bytes
-    from .timing import alternate
+
+    from .timing import alternate, input_plan
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     shape = (batch,) + chain.in_shape if batch > 1 else chain.in_shape
     x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float32)
-    free = make_plan(chain, "optimal")
+    free = input_plan(chain, "optimal")
     top, floor = call_bytes(free, free.memory, batch), smallest_limit(chain, batch=batch)
     limits = sorted({max(floor, round(math.exp(math.log(floor) + f * (math.log(top) - math.log(floor)))))
                      for f in [k / (points - 1) for k in range(points)]} | {top}, reverse=True)
     plans, cases = {}, []
     for index, limit in enumerate(limits):
-        plan = make_plan(chain, "optimal", memory_limit=limit, batch=batch)
-        fn = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan))
+        plan = input_plan(chain, "optimal", batch=batch, memory_limit=limit)
+        one = jacket.jacobian(chain, 1, order=plan)  # one example; a batch: the per-example Jacobians
+        fn = jax.jit(one if batch == 1 else jax.vmap(one, in_axes=(None, 0)))
         m = fn.lower(params, x).compile().memory_analysis()
         xla = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
         key = f"limit {index}: {limit / 1e6:.4g} MB"

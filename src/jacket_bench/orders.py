@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .associativity import candidates, model_fma, order_strings
-from .timing import alternate, gflops, paired_ratio, roofline, write_results
+from .timing import alternate, gflops, input_plan, paired_ratio, roofline, write_results
 
 NAME = "orders"
 ORDERS = ("forward", "reverse", "left-nested", "right-nested", "optimal", "calibrated", "fastest")
@@ -130,13 +130,14 @@ def example_inputs(chain, seed: int):
 def measure(name: str, chain, repeats: int, min_sample_s: float, cost, autotune_rounds: int = 9) -> dict:
     """Time one family; ratios are against the better (by median) of jax.jacfwd / jax.jacrev.
     ``cost``: the calibrated cost model of this run (plans "calibrated" and "fastest")."""
+    import jacket
     from jacket.tuning import fastest_plan
-    plans = {m: chain.plan(o, cost=cost) for m, o in order_strings(chain, optimal=True).items()}
-    plans["calibrated"] = chain.plan("optimal", cost=cost)
+    plans = {m: input_plan(chain, o, cost=cost) for m, o in order_strings(chain, optimal=True).items()}
+    plans["calibrated"] = input_plan(chain, "optimal", cost=cost)
     plans["fastest"] = fastest_plan(chain, cost=cost, cache=False, repeats=autotune_rounds)
     fns = candidates(chain, optimal=True)
     for m in ("calibrated", "fastest"):
-        fns[m] = (lambda params, x, plan=plans[m]: chain.jacobian(params, x, order=plan))
+        fns[m] = jacket.jacobian(chain, 1, order=plans[m])
     timing = alternate(fns, example_inputs(chain, seed=len(name)), repeats=repeats,
                        baseline="jax.jacrev", min_sample_s=min_sample_s)
     best_jax = min(JAX, key=lambda m: timing["median_s"][m])
@@ -147,7 +148,7 @@ def measure(name: str, chain, repeats: int, min_sample_s: float, cost, autotune_
             "layers": [repr(layer) for layer in chain],
             "order_strings": dict(order_strings(chain, optimal=True), calibrated=plans["calibrated"].order,
                                   fastest=plans["fastest"].order),
-            "optimal_order": chain.plan("optimal").order,
+            "optimal_order": input_plan(chain, "optimal").order,
             "fma": fma, "median_s": timing["median_s"], "compile_s": timing["compile_s"],
             "rounds": timing["rounds"], "best_jax": best_jax,
             "ratio": {m: paired_ratio(timing["rounds"], m, best_jax) for m in names},

@@ -1,4 +1,4 @@
-"""Planning time: how long ``chain.plan("optimal")`` takes for long chains.
+"""Planning time: how long ``jacket.plan(chain, 1)`` takes for long chains.
 
 Chains are random mixes of Dense layers (widths drawn from 8–1024) and activations, 10 to 1000
 layers. Planning is static (no arrays, no JAX), so it is timed with a wall clock; every sample
@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from .timing import write_results
+from .timing import input_plan, write_results
 
 NAME = "planning"
 TARGETS_S = {200: 0.05, 1000: 1.0}  # layers: the most seconds a plan may take
@@ -46,7 +46,7 @@ def random_chain(n_layers: int, seed: int, min_width: int = 8, max_width: int = 
 
 def time_plan(chain) -> tuple[float, object]:
     start = time.perf_counter()
-    plan = chain.plan("optimal")
+    plan = input_plan(chain, "optimal")
     return time.perf_counter() - start, plan
 
 
@@ -68,7 +68,7 @@ def run(cfg: dict, out: str | None = None, tick=None) -> dict:
                         "times_s": times, "speedup_vs_best_mode": speedups})
         rows.append([n, repeats, statistics.median(times) * 1e3, max(times) * 1e3, statistics.median(speedups)])
     print(format_table(["layers", "chains", "median ms", "max ms", "model speedup vs best mode"], rows,
-                       title='chain.plan("optimal") on random chains'))
+                       title='jacket.plan(chain, 1) on random chains'))
     targets, targets_s = {}, {}
     for result in results:
         limit = TARGETS_S.get(result["layers"])
@@ -98,7 +98,7 @@ def plot(record: dict):
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.minorticks_off()
     ax.set_xlabel("layers in the chain")
-    ax.set_ylabel('seconds for chain.plan("optimal")')
+    ax.set_ylabel('seconds for jacket.plan(chain, 1)')
     ax.set_title("Planning time (random widths 8–1024)")
     ax.legend()
     return fig

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from .timing import device_info, write_results
+from .timing import device_info, input_plan, write_results
 
 NAME = "scaling"
 
@@ -42,8 +42,8 @@ def _worker(devices: int, cfg: dict) -> dict:
     params = chain.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (width,), jnp.float32)
     mesh = make_mesh(devices)
-    single = jax.jit(lambda p, xi: chain.jacobian(p, xi, "forward"))
-    sharded = jax.jit(lambda p, xi: chain.jacobian(p, xi, "forward", mesh=mesh))
+    single = jax.jit(jacket.jacobian(chain, 1, order="forward"))
+    sharded = jax.jit(jacket.jacobian(chain, 1, order="forward", mesh=mesh))
     jac_diff = float(jnp.max(jnp.abs(sharded(params, x) - single(params, x))))
     jac_time = time_fn(sharded, (params, x), repeats=cfg["repeats"])
 
@@ -60,7 +60,7 @@ def _worker(devices: int, cfg: dict) -> dict:
     grad_time = time_fn(step, args, repeats=cfg["repeats"])
     return {"devices": devices, "jacobian_s": jac_time["median_s"], "jacobian_max_diff": jac_diff,
             "grad_s": grad_time["median_s"], "grad_max_diff": grad_diff,
-            "plan_fma_per_device": chain.plan("forward", devices=devices).fma}
+            "plan_fma_per_device": input_plan(chain, "forward", mesh=devices).fma}
 
 
 def _spawn(devices: int, cfg: dict) -> dict | None:

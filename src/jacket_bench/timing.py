@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "compile_fn", "time_fn", "alternate", "paired_ratio", "roofline", "gflops", "gbytes_per_s",
-    "device_info", "device_slug", "default_device", "write_results", "DEFAULT_OUT",
+    "device_info", "device_slug", "default_device", "write_results", "DEFAULT_OUT", "input_plan",
 ]
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
@@ -246,3 +246,13 @@ def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def input_plan(chain, order="optimal", dtype="float32", batch: int = 1, **options):
+    """``jacket.plan(chain, 1, order=…, **options)`` for inputs of ``chain.in_shape`` (a batch of
+    ``batch`` examples when > 1) in ``dtype``, without arrays: the benchmarks' shorthand."""
+    import jax
+
+    import jacket
+    shape = chain.in_shape if batch == 1 else (batch,) + tuple(chain.in_shape)
+    return jacket.plan(chain, 1, order=order, **options)(None, jax.ShapeDtypeStruct(shape, dtype))

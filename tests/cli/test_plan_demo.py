@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from _helpers.api import plan_of
 
 from jacket import cli
 from jacket.examples import architectures
@@ -23,12 +24,12 @@ def test_plan_of_a_transformer_block_shows_the_nested_plan(capsys):
     assert cli.main(["plan", "--model", "transformer"]) == 0
     out = capsys.readouterr().out
     chain = architectures.transformer_block()
-    plan = chain.plan("optimal")
+    plan = plan_of(chain, "optimal")  # what the command plans: one float32 example
     assert re.search(rf"this plan: +{plan.fma:,} fma", out)
     assert "J2 = Residual from the plan below" in out
     nested = re.findall(r"^1\.\d+ ", out, flags=re.M)
     assert nested, out  # the block's inner plan, numbered under its step
-    assert plan.fma < min(chain.plan("forward").fma, chain.plan("reverse").fma)
+    assert plan.fma < min(plan_of(chain, "forward").fma, plan_of(chain, "reverse").fma)
 
 
 def test_plan_takes_inner_orders_and_refuses_bad_arguments(capsys):
@@ -37,6 +38,18 @@ def test_plan_takes_inner_orders_and_refuses_bad_arguments(capsys):
     assert cli.main(["plan"]) == 2
     assert "give either widths" in capsys.readouterr().out
     assert cli.main(["plan", "8,4,2", "--model", "cnn"]) == 2
+    assert "not both or neither" in capsys.readouterr().out
+    # --act shapes a chain of widths; an architecture's activations are its own
+    assert cli.main(["plan", "--model", "cnn", "--act", "relu"]) == 2
+    assert "--act applies to a chain of widths, not to --model cnn" in capsys.readouterr().out
+    # an empty width is a typo, not a width to skip
+    assert cli.main(["plan", "784,,10"]) == 2
+    assert ("widths must be comma-separated integers without gaps, got '784,,10' (an empty width at position 2)"
+            in capsys.readouterr().out)
+    assert cli.main(["plan", "784,ten"]) == 2
+    assert "widths must be comma-separated integers, got '784,ten'" in capsys.readouterr().out
+    assert cli.main(["plan", "784"]) == 2
+    assert "need at least two positive widths, got '784'" in capsys.readouterr().out
     assert cli.main(["plan", "--model", "cnn", "--order", "J3[forward] J2 J1"]) == 2
     assert "at position 15" in capsys.readouterr().out
 

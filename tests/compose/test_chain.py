@@ -1,6 +1,8 @@
-"""Chain: forward and reverse accumulation and backpropagation against JAX's autodiff of
-``chain.apply``, on random chains (hypothesis) in float64 and a fixed float32 MLP; jit and vmap;
-dims inference; and clear errors for input that doesn't fit."""
+"""Chain: forward and reverse accumulation (the sweeps ``jacket.compose.record``, ``push``,
+``pull``, and the chain's own layer protocol ``chain.jvp`` / ``chain.vjp``) against JAX's autodiff
+of ``chain.apply``, on random chains (hypothesis) in float64 and a fixed float32 MLP; jit and
+vmap; dims inference; and clear errors for input that doesn't fit. (Backpropagation with a loss,
+``jacket.value_and_grad``: tests/transforms/test_backprop.py.)"""
 from __future__ import annotations
 
 import jax
@@ -12,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jacket
+from jacket.compose import pull, push, record
 
 ACTIVATIONS = [jacket.Tanh, jacket.Sigmoid, jacket.ReLU, jacket.Softplus, jacket.GELU, jacket.Softmax,
                jacket.LogSoftmax]
 KINDS = ["dense", "layernorm"] + [cls.__name__ for cls in ACTIVATIONS]
-LOSSES = [jacket.MeanSquaredError(), jacket.BinaryCrossEntropyWithLogits(), jacket.SoftmaxCrossEntropy()]
 
 
 @st.composite
@@ -42,14 +44,6 @@ def chains(draw):
     return chain
 
 
-def draw_target(loss, rng, shape, dtype):
-    if isinstance(loss, jacket.SoftmaxCrossEntropy):
-        return jnp.asarray(rng.integers(0, shape[-1], size=shape[:-1]))
-    if isinstance(loss, jacket.BinaryCrossEntropyWithLogits):
-        return jnp.asarray(rng.uniform(size=shape), dtype)
-    return normal(rng, shape, dtype)
-
-
 def draw_case(chain, batch, seed, dtype):
     """Random params (not init: LayerNorm's init would hide its scale and offset terms), an input
     and tangents."""
@@ -62,32 +56,33 @@ def draw_case(chain, batch, seed, dtype):
             normal(rng, shape_out, dtype), rng)
 
 
-def compare(chain, loss, params, x, x_dot, params_dot, y_bar, target):
-    """Chain's own accumulations next to JAX's autodiff of ``chain.apply`` (the reference)."""
+def compare(chain, params, x, x_dot, params_dot, y_bar):
+    """The chain's own accumulations next to JAX's autodiff of ``chain.apply`` (the reference):
+    the sweeps (push, record + pull) and the chain as a layer (``chain.jvp``, ``chain.vjp``)."""
     out = {}
-    out["jvp"] = chain.jvp(params, x, x_dot)
+    out["jvp"] = push(chain, params, x, x_dot)
     out["jvp_ref"] = jax.jvp(lambda x: chain.apply(params, x), (x,), (x_dot,))
-    out["jvp_params"] = chain.jvp(params, x, x_dot, params_dot)
+    out["jvp_params"] = push(chain, params, x, x_dot, params_dot)
     out["jvp_params_ref"] = jax.jvp(chain.apply, (params, x), (params_dot, x_dot))
-    y, pullback = chain.vjp(params, x)
+    y, tape = record(chain, params, x)
     y_ref, pullback_ref = jax.vjp(chain.apply, params, x)
-    out["vjp"] = (y, pullback(y_bar))
+    out["vjp"] = (y, pull(chain, params, tape, y_bar))
     out["vjp_ref"] = (y_ref, pullback_ref(y_bar))
-    out["vg"] = jacket.value_and_grad(chain, loss)(params, x, target)
-    out["vg_ref"] = jax.value_and_grad(lambda p: loss.apply(chain.apply(p, x), target))(params)
+    # the layer protocol: y given, tangents and cotangents only
+    out["layer"] = (chain.jvp(params, x, y, x_dot, params_dot), chain.vjp(params, x, y, y_bar))
+    out["layer_ref"] = (out["jvp_params_ref"][1], out["vjp_ref"][1])
     return out
 
 
 @settings(max_examples=15, deadline=None)
-@given(chain=chains(), batch=st.sampled_from([None, 3]), loss=st.sampled_from(LOSSES),
-       seed=st.integers(0, 2**16))
-def test_random_chains_match_jax(chain, batch, loss, seed):
-    """jvp (input and parameter tangents), vjp and value_and_grad in float64, tight. One compiled
-    program per example: compiling each primitive eagerly for every new shape is much slower."""
-    params, x, x_dot, params_dot, y_bar, rng = draw_case(chain, batch, seed, jnp.float64)
-    target = draw_target(loss, rng, y_bar.shape, jnp.float64)
-    r = jax.jit(compare, static_argnums=(0, 1))(chain, loss, params, x, x_dot, params_dot, y_bar, target)
-    for name in ("jvp", "jvp_params", "vjp", "vg"):
+@given(chain=chains(), batch=st.sampled_from([None, 3]), seed=st.integers(0, 2**16))
+def test_random_chains_match_jax(chain, batch, seed):
+    """push (input and parameter tangents), record + pull, and the chain's layer rules in float64,
+    tight. One compiled program per example: compiling each primitive eagerly for every new shape
+    is much slower."""
+    params, x, x_dot, params_dot, y_bar, _ = draw_case(chain, batch, seed, jnp.float64)
+    r = jax.jit(compare, static_argnums=0)(chain, params, x, x_dot, params_dot, y_bar)
+    for name in ("jvp", "jvp_params", "vjp", "layer"):
         # ten times the one-layer tolerance: up to six layers of rounding, LayerNorm's 1/σ included
         assert_close(r[name], r[name + "_ref"], FLOAT64, scale=10)
 
@@ -97,13 +92,12 @@ MLP = jacket.mlp([64, 128, 128, 10], activation="tanh")
 
 
 def test_float32_mlp_matches_jax(key):
-    _, x, x_dot, params_dot, y_bar, rng = draw_case(MLP, 32, 0, jnp.float32)
+    _, x, x_dot, params_dot, y_bar, _ = draw_case(MLP, 32, 0, jnp.float32)
     params = MLP.init(key)  # float32, LeCun-normal as in training
-    labels = draw_target(jacket.SoftmaxCrossEntropy(), rng, y_bar.shape, jnp.float32)
-    r = jax.jit(compare, static_argnums=(0, 1))(MLP, jacket.SoftmaxCrossEntropy(), params, x, x_dot,
-                                                 params_dot, y_bar, labels)
-    assert r["vg"][0].dtype == jnp.float32
-    for name in ("jvp", "jvp_params", "vjp", "vg"):
+    r = jax.jit(compare, static_argnums=0)(MLP, params, x, x_dot, params_dot, y_bar)
+    assert r["vjp"][0].dtype == jnp.float32 and r["jvp"][1].dtype == jnp.float32
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(r["vjp"][1][0])} == {jnp.dtype("float32")}
+    for name in ("jvp", "jvp_params", "vjp", "layer"):
         # float32 through 128-wide products: a few hundred roundings per output
         assert_close(r[name], r[name + "_ref"], FLOAT32, scale=10)
 
@@ -125,13 +119,18 @@ def test_params_dot_with_absent_entries_and_no_x_dot():
     partial = (None, {}, params_dot[2], None, {})
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     reference = (zeros[0], zeros[1], params_dot[2], zeros[3], zeros[4])
-    y, y_dot = SMALL.jvp(params, x, None, partial)
+    y, y_dot = push(SMALL, params, x, None, partial)
     y_ref, y_dot_ref = jax.jvp(SMALL.apply, (params, x), (reference, jnp.zeros_like(x)))
     assert_close((y, y_dot), (y_ref, y_dot_ref), FLOAT64)
     assert float(jnp.abs(y_dot).max()) > 0  # the LayerNorm tangent does reach the output
+    # the chain as a layer: the same tangent, y given
+    assert_close(SMALL.jvp(params, x, y, None, partial), y_dot_ref, FLOAT64)
 
-    y, y_dot = SMALL.jvp(params, x, None)
-    assert_close(y_dot, jnp.zeros_like(y), FLOAT64)
+    # no tangent at all: the output tangent is absent (None, a symbolic zero), the output is y
+    for absent in (None, (None,) * 5, ({},) * 5):
+        y, y_dot = push(SMALL, params, x, None, absent)
+        assert y_dot is None
+        assert_close(y, y_ref, FLOAT64)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
@@ -141,7 +140,9 @@ def test_user_layer_with_array_params_takes_a_params_tangent(jit):
     params = (random_params(chain[0], rng, jnp.float64), normal(rng, (3,), jnp.float64), {})
     x, x_dot = normal(rng, (2, 3), jnp.float64), normal(rng, (2, 3), jnp.float64)
     params_dot = random_like(rng, params, jnp.float64)
-    run = jax.jit(chain.jvp) if jit else chain.jvp
+    def run(params, x, x_dot, params_dot):
+        return push(chain, params, x, x_dot, params_dot)
+    run = jax.jit(run) if jit else run
     assert_close(run(params, x, x_dot, params_dot),
                  jax.jvp(chain.apply, (params, x), (params_dot, x_dot)), FLOAT64)
 
@@ -171,14 +172,13 @@ def test_jit_with_the_chain_as_static_argument():
 
 def test_jit_matches_eager():
     params, x, x_dot, params_dot, y_bar = small_case()
-    labels = jnp.asarray([0, 1])
-    loss = jacket.SoftmaxCrossEntropy()
 
-    def everything(params, x, x_dot, params_dot, y_bar, labels):
-        return (SMALL.jvp(params, x, x_dot, params_dot), SMALL.vjp(params, x)[1](y_bar),
-                jacket.value_and_grad(SMALL, loss)(params, x, labels))
-    assert_close(jax.jit(everything)(params, x, x_dot, params_dot, y_bar, labels),
-                 everything(params, x, x_dot, params_dot, y_bar, labels), FLOAT64)
+    def everything(params, x, x_dot, params_dot, y_bar):
+        y, tape = record(SMALL, params, x)
+        return (push(SMALL, params, x, x_dot, params_dot), pull(SMALL, params, tape, y_bar),
+                SMALL.vjp(params, x, y, y_bar))
+    assert_close(jax.jit(everything)(params, x, x_dot, params_dot, y_bar),
+                 everything(params, x, x_dot, params_dot, y_bar), FLOAT64)
 
 
 def test_vmap_of_per_example_vjp():
@@ -186,7 +186,7 @@ def test_vmap_of_per_example_vjp():
     params, x, _, _, y_bar = small_case()
 
     def one(x, y_bar):
-        return SMALL.vjp(params, x)[1](y_bar)
+        return pull(SMALL, params, record(SMALL, params, x)[1], y_bar)
 
     def one_ref(x, y_bar):
         return jax.vjp(SMALL.apply, params, x)[1](y_bar)
@@ -195,7 +195,7 @@ def test_vmap_of_per_example_vjp():
     assert_close(per_example, per_example_ref, FLOAT64)
     params_bar_each, x_bar_each = per_example
     assert jax.tree_util.tree_leaves(params_bar_each)[0].shape[0] == x.shape[0]
-    params_bar, x_bar = SMALL.vjp(params, x)[1](y_bar)
+    params_bar, x_bar = pull(SMALL, params, record(SMALL, params, x)[1], y_bar)
     assert_close(x_bar_each, x_bar, FLOAT64)
     assert_close(jax.tree_util.tree_map(lambda a: a.sum(axis=0), params_bar_each), params_bar, FLOAT64)
 
@@ -211,7 +211,7 @@ def test_dims_are_inferred():
 def test_in_shape_needed_when_the_first_layer_is_an_activation():
     unbound = jacket.Chain([jacket.Tanh(), jacket.Dense(3, 2)])  # a block: bound where it is used
     assert not unbound.bound and unbound.bind((3,)).dims == (3, 3, 2)
-    for use in (lambda c: c.dims, lambda c: c.plan(), lambda c: c.apply(({}, {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}), jnp.ones(3))):
+    for use in (lambda c: c.dims, lambda c: jacket.plan(c, 1), lambda c: c.apply(({}, {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}), jnp.ones(3))):
         with pytest.raises(ValueError, match=r"does not know its input shape: its first layer Tanh\(\) takes any "
                                              r"shape; pass Chain\(\.\.\., in_shape=\)"):
             use(unbound)
@@ -246,51 +246,43 @@ def test_chain_rejects_what_is_not_a_layer():
 
 def test_x_of_the_wrong_width_or_rank_or_dtype():
     params, x, *_ = small_case()
-    with pytest.raises(ValueError, match=r"Chain.forward: x has shape \(2, 5\), but must have shape \(3,\) "
+    with pytest.raises(ValueError, match=r"Chain: x has shape \(2, 5\), but must have shape \(3,\) "
                                          r"\(one example\) or \(batch,\) \+ \(3,\)"):
         SMALL.apply(params, jnp.ones((2, 5)))
-    with pytest.raises(ValueError, match=r"Chain.jvp: x has shape \(5,\)"):
-        SMALL.jvp(params, jnp.ones(5), jnp.ones(5))
+    with pytest.raises(ValueError, match=r"jacket.jacobian: x has shape \(5,\)"):
+        jacket.jacobian(SMALL, 1)(params, jnp.ones(5))
     with pytest.raises(ValueError, match=r"x has shape \(2, 2, 3\), but must have shape \(3,\)"):
-        SMALL.apply(params, jnp.ones((2, 2, 3)))
+        SMALL(params, jnp.ones((2, 2, 3)))
     with pytest.raises(TypeError, match="x must be a floating-point array, got dtype int"):
         SMALL.apply(params, jnp.ones(3, jnp.int32))
-    with pytest.raises(TypeError, match="x must be a floating-point array, got dtype int"):
-        jacket.value_and_grad(SMALL, jacket.MeanSquaredError())(params, jnp.ones(3, jnp.int32), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"where: x_dot has shape \(2, 5\), but must have shape \(3,\)"):
+        SMALL.check_input(jnp.ones((2, 5)), "where", "x_dot")
+    assert SMALL.check_input(x, "where") is x
 
 
 def test_tangents_of_the_wrong_shape():
-    params, x, _, params_dot, _ = small_case()
-    with pytest.raises(ValueError, match=r"Chain.jvp: x_dot has shape \(3,\) but must have the shape "
-                                         r"of x, \(2, 3\)"):
-        SMALL.jvp(params, x, jnp.ones(3))
-    with pytest.raises(ValueError, match=r"y_bar has shape \(2,\) but must have the shape of the "
-                                         r"output y, \(2, 2\)"):
-        SMALL.vjp(params, x)[1](jnp.ones(2))
+    """The sweeps take their tangents unchecked (the front door checks what users pass:
+    tests/transforms); a chain's own check names the tangent, the layer and the leaf."""
+    *_, params_dot, _ = small_case()
+    SMALL.check_params(params_dot, "where", "params_dot")  # a tangent like params passes
     swapped = ({"w": params_dot[0]["w"].T, "b": params_dot[0]["b"]},) + params_dot[1:]
-    with pytest.raises(ValueError, match=r"Chain.jvp: layer 1: params_dot\[0\]\['w'\] for Dense\(3, 4\) has shape "
+    with pytest.raises(ValueError, match=r"where: layer 1: params_dot\[0\]\['w'\] for Dense\(3, 4\) has shape "
                                          r"\(4, 3\), expected \(3, 4\)"):
-        SMALL.jvp(params, x, None, swapped)
+        SMALL.check_params(swapped, "where", "params_dot")
     missing_bias = ({"w": params_dot[0]["w"]},) + params_dot[1:]
     with pytest.raises(ValueError, match=r"layer 1: params_dot\[0\] for Dense\(3, 4\): missing params_dot\[0\]\['b'\]"):
-        SMALL.jvp(params, x, None, missing_bias)
-    with pytest.raises(ValueError, match=r"Chain.jvp: params_dot must be a tuple with one entry per layer \(5\), "
+        SMALL.check_params(missing_bias, "where", "params_dot")
+    with pytest.raises(ValueError, match=r"where: params_dot must be a tuple with one entry per layer \(5\), "
                                          r"got a tuple of length 4"):
-        SMALL.jvp(params, x, None, params_dot[:4])
+        SMALL.check_params(params_dot[:4], "where", "params_dot")
 
 
 def test_params_of_the_wrong_length():
     params, x, *_ = small_case()
-    with pytest.raises(ValueError, match=r"Chain.forward: params must be a tuple with one entry per "
+    with pytest.raises(ValueError, match=r"Chain: params must be a tuple with one entry per "
                                          r"layer \(5\), got a tuple of length 4"):
         SMALL.apply(params[:4], x)
     with pytest.raises(ValueError, match=r"params must be a tuple with one entry per layer \(5\), got dict"):
-        SMALL.vjp(params[0], x)
+        jacket.jacobian(SMALL, 1)(params[0], x)
     with pytest.raises(ValueError, match=r"one entry per layer \(5\), got a tuple of length 6"):
-        jacket.value_and_grad(SMALL, jacket.MeanSquaredError())(params + ({},), x, jnp.ones(2))
-
-
-def test_loss_target_that_doesnt_fit_the_output():
-    params, x, *_ = small_case()
-    with pytest.raises(ValueError, match=r"target has shape \(2,\) but must have the shape of pred, \(2, 2\)"):
-        jacket.value_and_grad(SMALL, jacket.MeanSquaredError())(params, x, jnp.ones(2))
+        SMALL(params + ({},), x)

@@ -1,6 +1,7 @@
 """The engine's conventions, as a new user meets them: rules written without any ``None``
-handling, dtypes preserved as JAX preserves them, shaped inputs, and a clear error for every
-kind of bad input (core/_tangents.py, core/_checks.py, core/_shapes.py)."""
+handling, dtypes preserved as JAX preserves them, shaped inputs, a clear error for every kind of
+bad input, and for every rule that returns the wrong thing, named by its path (core/_tangents.py,
+core/_checks.py, core/_shapes.py)."""
 from __future__ import annotations
 
 import re
@@ -10,8 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import FLOAT64, assert_close
+from _helpers.api import jac, per_example_jac, plan_of
 
 import jacket
+from jacket.compose import pull, push, record
+from jacket.core._tangents import RuleOutputError
 from jacket.testing import check_chain, check_layer
 
 
@@ -74,8 +78,9 @@ def test_chain_jvp_with_only_params_dot_and_to_jax_in_both_modes():
     @jax.jit  # one compiled program: eager JAX would compile every primitive on its own
     def results(params, x):
         f = lambda p: chain.apply(p, x)  # noqa: E731
-        out = {"jvp": chain.jvp(params, x, None, params_dot), "jvp_ref": jax.jvp(f, (params,), (params_dot,)),
-               "last": chain.jvp(params, x, None, only_last)[1], "last_ref": jax.jvp(f, (params,), (full_last,))[1],
+        out = {"jvp": push(chain, params, x, None, params_dot), "jvp_ref": jax.jvp(f, (params,), (params_dot,)),
+               "last": push(chain, params, x, None, only_last)[1], "last_ref": jax.jvp(f, (params,), (full_last,))[1],
+               "layer": chain.jvp(params, x, f(params), None, params_dot),
                "grad_ref": jax.grad(lambda p: (f(p) ** 2).sum())(params)}
         for mode in ("vjp", "jvp"):
             g = jacket.to_jax(chain, mode=mode)
@@ -84,6 +89,7 @@ def test_chain_jvp_with_only_params_dot_and_to_jax_in_both_modes():
         return out
     r = results(params, x)
     assert_close(r["jvp"], r["jvp_ref"], FLOAT64)
+    assert_close(r["layer"], r["jvp_ref"][1], FLOAT64)
     assert_close(r["last"], r["last_ref"], FLOAT64)
     assert_close(r["grad_vjp"], r["grad_ref"], FLOAT64)
     assert_close(r["grad_jvp"], r["grad_ref"], FLOAT64)
@@ -91,10 +97,79 @@ def test_chain_jvp_with_only_params_dot_and_to_jax_in_both_modes():
     check_chain(chain, dtype="float64")
 
 
+# ---- what a rule returns is checked, and a mistake is named by its path ------------------------
+class Unsummed(Affine):
+    """Forgets to sum the parameter cotangents over the batch (right for one example only)."""
+
+    def vjp(self, params, x, y, y_bar):
+        return {"a": y_bar * x, "c": y_bar}, params["a"] * y_bar
+
+
+class NarrowJvp(Affine):
+    """Returns a tangent of the wrong shape."""
+
+    def jvp(self, params, x, y, x_dot, params_dot):
+        return (params["a"] * x_dot)[..., :2]
+
+
+class MissingLeaf(Affine):
+    """Leaves a parameter out of its cotangent."""
+
+    def vjp(self, params, x, y, y_bar):
+        params_bar, x_bar = super().vjp(params, x, y, y_bar)
+        return {"a": params_bar["a"]}, x_bar
+
+
+class IntegerCotangent(Affine):
+    def vjp(self, params, x, y, y_bar):
+        params_bar, x_bar = super().vjp(params, x, y, y_bar)
+        return params_bar, x_bar.astype(jnp.int32)
+
+
+def in_a_residual(layer):
+    return jacket.Chain([jacket.Dense(3, 4), jacket.Residual([jacket.Tanh(), layer]), jacket.Dense(4, 2)])
+
+
+PATH = r"layer 2 → Residual → layer 2: {layer}"
+
+
+@pytest.mark.parametrize("layer, transforms, message", [
+    (Unsummed(4), ("value_and_grad", "ggn_vp"),
+     rf"{PATH}.vjp returned params_bar\['a'\] of shape \(6, 4\), expected the shape of params\['a'\], \(4,\) "
+     r"\(summed over the batch\? a parameter's cotangent is summed over every leading axis of x\)"),
+    (NarrowJvp(4), ("jacobian", "ggn_vp"), rf"{PATH}.jvp returned y_dot of shape \((6, 2|2,)\), expected the shape of y, "
+                                           r"\((6, 4|4,)\)"),
+    (MissingLeaf(4), ("value_and_grad", "jacobian", "params_jacobian", "ggn_vp"),
+     rf"{PATH}.vjp returned params_bar with structure PyTreeDef\(\{{'a': \*\}}\), expected the structure of params, "
+     r"PyTreeDef\(\{'a': \*, 'c': \*\}\)"),
+    (IntegerCotangent(4), ("value_and_grad", "jacobian"),
+     rf"{PATH}.vjp returned x_bar of dtype int32, expected a floating dtype like x's \(float64\)"),
+], ids=["unsummed params_bar", "y_dot shape", "params_bar structure", "x_bar dtype"])
+def test_a_rule_that_returns_the_wrong_thing_is_named_by_its_path(layer, transforms, message):
+    """Checked when the engine calls the rule (at trace time), whichever transform runs it:
+    a RuleOutputError (a ValueError) naming the public function, the path and both shapes."""
+    chain, loss = in_a_residual(layer), jacket.MeanSquaredError()
+    params = jax.eval_shape(lambda: chain.init(jax.random.PRNGKey(0), jnp.float64))  # shapes: nothing runs
+    x, target = jax.ShapeDtypeStruct((6, 3), jnp.float64), jax.ShapeDtypeStruct((6, 2), jnp.float64)
+    one = jax.ShapeDtypeStruct((3,), jnp.float64)
+    order = "reverse" if type(layer).vjp is not Affine.vjp else "forward"  # a sweep through the wrong rule
+    # traced only (jax.eval_shape): the checks run at trace time, nothing needs compiling
+    runs = {"value_and_grad": lambda: jax.eval_shape(jacket.value_and_grad(chain, loss), params, x, target),
+            "ggn_vp": lambda: jax.eval_shape(jacket.ggn_vp(chain, loss), params, x, target, params),
+            "jacobian": lambda: jax.eval_shape(jacket.jacobian(chain, 1, order=order), params, one),
+            "params_jacobian": lambda: jax.eval_shape(jacket.jacobian(chain, 0, order="reverse"), params,
+                                                     one)}
+    for name in transforms:
+        prefix = rf"jacket.{name}: " if name in ("value_and_grad", "ggn_vp") else ""
+        with pytest.raises(RuleOutputError, match=prefix + message.replace("{layer}", re.escape(repr(layer)))):
+            runs[name]()
+    assert issubclass(RuleOutputError, ValueError)
+
+
 # ---- dtypes ----------------------------------------------------------------------------------
 def test_gradients_keep_the_params_dtype_with_a_float64_input():
     """float32 params, float64 input: JAX returns float32 parameter gradients (and a float64
-    x_bar); so do value_and_grad, Chain.vjp and to_jax in both modes."""
+    x_bar); so do value_and_grad, pull, Chain.vjp and to_jax in both modes."""
     chain = jacket.Chain([jacket.Dense(3, 4), jacket.Tanh(), Affine(4), jacket.LayerNorm(4), jacket.Dense(4, 2)])
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((6, 3)), jnp.float64)
@@ -103,20 +178,23 @@ def test_gradients_keep_the_params_dtype_with_a_float64_input():
 
     @jax.jit
     def results(params, x):
-        y, pullback = chain.vjp(params, x)
-        params_bar, x_bar = pullback(jnp.ones_like(y))
+        y, tape = record(chain, params, x)
+        params_bar, x_bar = pull(chain, params, tape, jnp.ones_like(y))
+        layer_bar, layer_x_bar = chain.vjp(params, x, y, jnp.ones_like(y))
         out = {"expected": jax.grad(lambda p: loss.apply(chain.apply(p, x), target))(params),
                "value_and_grad": jacket.value_and_grad(chain, loss)(params, x, target)[1],
-               "Chain.vjp": params_bar, "x_bar": x_bar,
-               "y_dot": chain.jvp(params, x, x.astype(jnp.float32))[1]}  # a tangent of another dtype
+               "pull": params_bar, "x_bar": x_bar, "Chain.vjp": layer_bar, "layer x_bar": layer_x_bar,
+               "y_dot": push(chain, params, x, x.astype(jnp.float32))[1],  # a tangent of another dtype
+               "layer y_dot": chain.jvp(params, x, y, x.astype(jnp.float32), None)}
         for mode in ("vjp", "jvp"):
             f = jacket.to_jax(chain, mode)
             out[f"to_jax {mode}"] = jax.grad(lambda p: loss.apply(f(p, x), target))(params)
         return out
     r = results(params, x)
-    for name in ("expected", "value_and_grad", "Chain.vjp", "to_jax vjp", "to_jax jvp"):
+    for name in ("expected", "value_and_grad", "pull", "Chain.vjp", "to_jax vjp", "to_jax jvp"):
         assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(r[name])} == {jnp.dtype("float32")}, name
     assert r["x_bar"].dtype == jnp.float64 and r["y_dot"].dtype == jnp.float64
+    assert r["layer x_bar"].dtype == jnp.float64 and r["layer y_dot"].dtype == jnp.float64
     assert_close(r["value_and_grad"], r["expected"], FLOAT64, scale=1e5)  # float32 parameters: float32 rounding
 
 
@@ -132,9 +210,9 @@ def test_a_sequence_chain_matches_jacfwd_in_every_order():
     expected = jax.vmap(jax.jacfwd(lambda v: chain.apply(params, v)))(x)
     assert expected.shape == (2, 5, 3, 5, 4)
     for order in ("forward", "reverse", "optimal", "((J5 J4) (J3 (J2 J1)))", "tan(J5 J4 | adj(J3 | J2 J1))"):
-        assert_close(chain.jacobian(params, x[0], order), expected[0], FLOAT64)
+        assert_close(jac(chain, params, x[0], order), expected[0], FLOAT64)
     for order in ("reverse", "optimal"):  # batched: one Jacobian per example
-        assert_close(chain.jacobian(params, x, order), expected, FLOAT64)
+        assert_close(per_example_jac(chain, params, x, order), expected, FLOAT64)
 
 
 def test_an_image_input_through_a_user_layer_without_declared_shapes():
@@ -158,7 +236,7 @@ def test_an_image_input_through_a_user_layer_without_declared_shapes():
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 3, 3)))
     expected = jax.jacfwd(lambda v: chain.apply(params, v))(x)
     for order in ("forward", "reverse", "optimal"):
-        assert_close(chain.jacobian(params, x, order), expected, FLOAT64)
+        assert_close(jac(chain, params, x, order), expected, FLOAT64)
 
 
 # ---- bad input -------------------------------------------------------------------------------
@@ -171,7 +249,7 @@ def small_params():
 
 @pytest.mark.parametrize("mutate, error, message", [
     (lambda p: ({"w": p[0]["w"].T, "b": p[0]["b"]},) + p[1:], ValueError,
-     r"Chain.forward: layer 1: params\[0\]\['w'\] for Dense\(3, 4\) has shape \(4, 3\), expected \(3, 4\)"),
+     r"Chain: layer 1: params\[0\]\['w'\] for Dense\(3, 4\) has shape \(4, 3\), expected \(3, 4\)"),
     (lambda p: ({"w": p[0]["w"]},) + p[1:], ValueError,
      r"layer 1: params\[0\] for Dense\(3, 4\): missing params\[0\]\['b'\] \(expected params\[0\]\['b'\], "
      r"params\[0\]\['w'\]\)"),
@@ -187,8 +265,8 @@ def test_bad_params_name_layer_and_leaf(mutate, error, message):
     x = jnp.ones((2, 3))
     with pytest.raises(error, match=message):
         SMALL.apply(params, x)
-    with pytest.raises(error, match=message.replace("Chain.forward", "Chain.jacobian")):
-        SMALL.jacobian(params, x[0])
+    with pytest.raises(error, match=message.replace("Chain:", "jacket.jacobian:")):
+        jac(SMALL, params, x[0])
     with pytest.raises(error):
         jacket.value_and_grad(SMALL, jacket.MeanSquaredError())(params, x, jnp.zeros((2, 2)))
 
@@ -197,7 +275,8 @@ def test_a_loss_inside_a_chain_is_refused_at_construction():
     with pytest.raises(TypeError, match=r"layer 2 is the loss SoftmaxCrossEntropy\(\): a loss ends the "
                                         r"computation .* jacket.value_and_grad\(chain, loss\)"):
         jacket.Chain([jacket.Dense(3, 4), jacket.SoftmaxCrossEntropy()])
-    with pytest.raises(TypeError, match="expects a jacket.Loss as its second argument"):
+    with pytest.raises(TypeError, match=r"jacket.value_and_grad: its second argument must be a jacket.Loss, got the "
+                                        r"layer Tanh\(\) \(a layer belongs in the chain\)"):
         jacket.value_and_grad(SMALL, jacket.Tanh())
 
 
@@ -246,10 +325,12 @@ def test_old_protocol_names_get_a_clear_error():
 # ---- plans are cached -------------------------------------------------------------------------
 def test_plans_are_cached_per_chain_order_and_devices():
     chain = jacket.mlp([6, 5, 4, 3])
-    assert chain.plan("optimal") is chain.plan("optimal")
-    assert jacket.mlp([6, 5, 4, 3]).plan("optimal") is chain.plan("optimal")  # equal chains share it
-    assert chain.plan("optimal", devices=2) is not chain.plan("optimal")
-    assert chain.plan("reverse") is not chain.plan("forward")
+    assert plan_of(chain, "optimal") is plan_of(chain, "optimal")
+    assert plan_of(jacket.mlp([6, 5, 4, 3]), "optimal") is plan_of(chain, "optimal")  # equal chains share it
+    assert plan_of(chain, "optimal", mesh=2) is not plan_of(chain, "optimal")
+    assert plan_of(chain, "optimal", mesh=2) is plan_of(chain, "optimal", mesh=2)
+    assert plan_of(chain, "reverse") is not plan_of(chain, "forward")
+    assert plan_of(chain, "optimal", argnums=0) is plan_of(chain, "optimal", argnums=0)
 
 
 # ---- rules are hand-written -------------------------------------------------------------------
@@ -287,7 +368,7 @@ def test_the_jacobian_has_the_output_dtype_in_every_order():
     params = chain.init(jax.random.PRNGKey(0), jnp.float64)
     x = jnp.ones(3, jnp.float32)
     expected = jax.jacfwd(chain.apply, argnums=1)(params, x).dtype
-    assert {chain.jacobian(params, x, order).dtype for order in ("forward", "reverse", "optimal")} == {expected}
+    assert {jac(chain, params, x, order).dtype for order in ("forward", "reverse", "optimal")} == {expected}
 
 
 def test_check_layer_without_a_batch_for_a_one_example_layer():

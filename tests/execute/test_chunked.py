@@ -1,4 +1,4 @@
-"""Chunked sweeps: chain.jacobian(..., chunk=k) runs every TAN/ADJ step k seed vectors at a time.
+"""Chunked sweeps: jacket.jacobian(chain, 1, chunk=k) runs every TAN/ADJ step k seed vectors at a time.
 Results equal the unchunked plan and jax.jacfwd in float64 in every order (chunks that divide
 the seeds and chunks that don't); the bytes model and XLA's compiled temporaries both shrink, and
 agree within 1.5x; the calibrated prediction pays a step per extra batch; bad arguments are refused."""
@@ -7,9 +7,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from _helpers.api import plan_of
 from conftest import FLOAT64, assert_close
 
 import jacket
+from jacket.planning import make_plan
 from jacket.planning._costs import CalibratedCost, Rates
 
 CHAIN = jacket.mlp([6, 12, 3, 12, 10], activation="tanh")
@@ -26,10 +28,9 @@ def test_chunked_jacobians_equal_jacfwd_in_every_order(batch):
     orders = ("forward", "reverse", "optimal", "((J7 J6) (J5 (J4 (J3 (J2 J1)))))")
 
     @jax.jit
-    def all_of_them(params, x):
-        got = [CHAIN.jacobian(params, x, o, chunk=c) for o in orders for c in (1, 4, 5)]
-        one = (lambda xi: jax.jacfwd(CHAIN.apply, argnums=1)(params, xi))
-        return got, (one(x) if not batch else jax.vmap(one)(x))
+    def all_of_them(params, x):  # on a batch: the Jacobian of the batched call, (2,) + s_N + (2,) + s_0
+        got = [jacket.jacobian(CHAIN, 1, order=o, chunk=c)(params, x) for o in orders for c in (1, 4, 5)]
+        return got, jax.jacfwd(CHAIN.apply, argnums=1)(params, x)
     got, expected = all_of_them(params, x)
     for jac in got:
         assert_close(jac, expected, FLOAT64)
@@ -39,10 +40,11 @@ def test_chunks_hold_fewer_seeds_in_the_model_and_in_xla():
     chain = jacket.mlp([64, 256, 256, 256], activation="tanh")  # reverse: 256 rows through wide layers
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     x = jnp.ones(64, jnp.float32)
-    whole, chunked = chain.plan("reverse"), chain.plan("reverse", chunk=16)
-    assert chunked.fma == whole.fma and chunked != whole and "chunk:" in str(chunked)
+    whole, chunked = plan_of(chain, "reverse"), plan_of(chain, "reverse", chunk=16)
+    assert chunked.fma == whole.fma and chunked != whole and "chunk:" in str(chunked) and chunked.chunk == 16
+    assert chunked == jacket.plan(chain, 1, order="reverse", chunk=16)(params, x)
     assert chunked.memory.temp_bytes < whole.memory.temp_bytes
-    temp = {k: jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan)).lower(params, x).compile()
+    temp = {k: jax.jit(jacket.jacobian(chain, 1, order=plan)).lower(params, x).compile()
             .memory_analysis().temp_size_in_bytes for k, plan in (("whole", whole), ("chunked", chunked))}
     assert temp["chunked"] < temp["whole"], temp
     rates = Rates(device="synthetic", sweep_fma=1e-11, sweep_io=1e-10, mm_fma=1e-11, skinny_fma=2e-11,
@@ -66,8 +68,8 @@ def test_the_model_counts_what_a_chunked_sweep_allocates(widths, order, chunks):
     params = jax.eval_shape(lambda: chain.init(jax.random.PRNGKey(0), jnp.float32))
     x = jax.ShapeDtypeStruct(chain.in_shape, jnp.float32)
     for k in chunks:
-        plan = chain.plan(order, chunk=k)
-        xla = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan)).lower(params, x).compile().memory_analysis()
+        plan = jacket.plan(chain, 1, order=order, chunk=k)(params, x)
+        xla = jax.jit(jacket.jacobian(chain, 1, order=plan)).lower(params, x).compile().memory_analysis()
         assert plan.memory.result_bytes == xla.output_size_in_bytes
         ratio = plan.memory.temp_bytes / xla.temp_size_in_bytes
         assert 1 / 1.5 <= ratio <= 1.5, (widths, order, k, plan.memory.temp_bytes, xla.temp_size_in_bytes)
@@ -77,11 +79,15 @@ def test_bad_chunks_are_refused():
     params, x = _inputs(CHAIN)
     for bad in (0, -2, 1.5, True, "4"):
         with pytest.raises(ValueError, match="chunk must be a positive number"):
-            CHAIN.jacobian(params, x, "reverse", chunk=bad)
+            jacket.jacobian(CHAIN, 1, order="reverse", chunk=bad)
+        with pytest.raises(ValueError, match="chunk must be a positive number"):
+            make_plan(CHAIN, "reverse").chunked(bad)
     with pytest.raises(ValueError, match="applies to one device"):
-        CHAIN.plan("reverse", devices=2, chunk=4)
-    with pytest.raises(ValueError, match="does not chunk"):
-        CHAIN.jacobian(params, x, "reverse", wrt="params", chunk=4)
+        make_plan(CHAIN, "reverse", devices=2, chunk=4)
+    with pytest.raises(ValueError, match="chunk= and mesh= don't combine for one example"):
+        jacket.plan(CHAIN, 1, order="reverse", mesh=2, chunk=4)(params, x)
+    with pytest.raises(ValueError, match="parameter Jacobian .* without chunks.*chunk=4"):
+        jacket.jacobian(CHAIN, 0, order="reverse", chunk=4)
 
 
 def test_batches_of_one_seed_are_counted_with_their_copy():
@@ -90,7 +96,7 @@ def test_batches_of_one_seed_are_counted_with_their_copy():
     chain = jacket.mlp([64, 512, 512, 64], activation="tanh")
     params = chain.init(jax.random.PRNGKey(0))
     for order in ("optimal", "reverse", "forward"):
-        plan = chain.plan(order, chunk=1)
-        xla = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan)).lower(params, jnp.ones(64, jnp.float32)).compile() \
+        plan = plan_of(chain, order, chunk=1)
+        xla = jax.jit(jacket.jacobian(chain, 1, order=plan)).lower(params, jnp.ones(64, jnp.float32)).compile() \
             .memory_analysis().temp_size_in_bytes
         assert 1 / 1.5 <= plan.memory.temp_bytes / xla <= 1.5, (order, plan.memory.temp_bytes, xla)

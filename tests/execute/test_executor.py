@@ -1,4 +1,5 @@
-"""Running plans: every order's Jacobian against ``jax.jacfwd`` of the chain's own ``apply``.
+"""Running plans: every order's Jacobian (``jacket.jacobian(chain, 1, order=…)``) against ``jax.jacfwd`` of
+the chain's own ``apply``.
 
 float64 for the tight comparisons (every order is algebraically the same product, so only
 rounding separates them), float32 with realistic tolerances. Compilation dominates the run
@@ -15,8 +16,11 @@ import pytest
 from conftest import FLOAT32, FLOAT64, assert_close, away_from_kinks, random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_orders import bracketings, random_order, tree_string
-from test_planner import chain_specs, make_chain
+from _helpers.chains import chain_specs, make_chain
+from _helpers.orders import bracketings, random_order, tree_string
+
+import jacket
+from jacket.planning import make_plan
 
 
 def setup(chain, seed, dtype, batch=None):
@@ -32,11 +36,11 @@ def reference(chain, params, x):
 
 
 def jacobians_and_reference(chain, params, x, orders):
-    """``[chain.jacobian(params, x, order) for order in orders]`` and jacfwd's Jacobian, as one
+    """``[jacket.jacobian(chain, 1, order=order)(params, x) for order in orders]`` and jacfwd's Jacobian, as one
     compiled program: compiling once per chain rather than once per order keeps the suite fast."""
     @jax.jit
     def run(params, x):
-        return [chain.jacobian(params, x, order) for order in orders], reference(chain, params, x)
+        return [jacket.jacobian(chain, 1, order=order)(params, x) for order in orders], reference(chain, params, x)
     return run(params, x)
 
 
@@ -95,11 +99,11 @@ def test_seeded_tangent_and_adjoint_orders_match_jacfwd(mix):
 def test_a_plan_and_its_order_string_give_the_same_jacobian(spec, seed):
     chain = make_chain(*spec)
     params, x = setup(chain, seed, jnp.float64)
-    plan = chain.plan()
-    assert chain.plan(plan.order) == plan
+    plan = jacket.plan(chain, 1)(params, x)
+    assert plan == make_plan(chain) and jacket.plan(chain, 1, order=plan.order)(params, x) == plan
     # the same plan, so the same computation: equal to the last bit
-    np.testing.assert_array_equal(chain.jacobian(params, x, order=plan),
-                                  chain.jacobian(params, x, order=plan.order))
+    np.testing.assert_array_equal(jacket.jacobian(chain, 1, order=plan)(params, x),
+                                  jacket.jacobian(chain, 1, order=plan.order)(params, x))
 
 
 # ---- float32, jit, batches ------------------------------------------------------------------
@@ -112,7 +116,7 @@ FLOAT32_CHAIN = (12, [("dense", 16), ("gelu", 0), ("layernorm", 0), ("dense", 3)
 def test_float32_matches_jacfwd_to_float32_precision(order):
     chain = make_chain(*FLOAT32_CHAIN)
     params, x = setup(chain, 3, jnp.float32)
-    jac = chain.jacobian(params, x, order)
+    jac = jacket.jacobian(chain, 1, order=order)(params, x)
     assert jac.dtype == jnp.float32
     assert_close(jac, reference(chain, params, x), FLOAT32, scale=5)
 
@@ -124,10 +128,11 @@ def test_jacobian_under_jit_with_the_chain_static():
 
     @jax.jit
     def closed_over(params, x):
-        return chain.jacobian(params, x, "optimal")
-    as_argument = jax.jit(lambda c, params, x, order: c.jacobian(params, x, order), static_argnums=(0, 3))
+        return jacket.jacobian(chain, 1, order="optimal")(params, x)
+    as_argument = jax.jit(lambda c, params, x, order: jacket.jacobian(c, 1, order=order)(params, x),
+                          static_argnums=(0, 3))
     assert_close(closed_over(params, x), expected, FLOAT64)
-    for order in ["forward", "reverse", chain.plan()]:
+    for order in ["forward", "reverse", jacket.plan(chain, 1)(params, x)]:
         assert_close(as_argument(chain, params, x, order), expected, FLOAT64)
     # params and x are traced: a new input reuses the compiled function and is still right
     _, x2 = setup(chain, 5, jnp.float64)
@@ -138,10 +143,17 @@ def test_jacobian_under_jit_with_the_chain_static():
 def test_a_batch_gives_one_jacobian_per_example(order):
     chain = make_chain(*FIXED_CHAINS["mixed"])
     params, x = setup(chain, 6, jnp.float64, batch=3)
-    jac = chain.jacobian(params, x, order)
+    jac = jax.vmap(jacket.jacobian(chain, 1, order=order), in_axes=(None, 0))(params, x)
     assert jac.shape == (3, chain.dims[-1], chain.dims[0])
     expected = jax.vmap(jax.jacfwd(chain.apply, argnums=1), in_axes=(None, 0))(params, x)
     assert_close(jac, expected, FLOAT64)
+    # called on the batch itself: what jax.jacfwd of the batched call returns, (3,) + s_N + (3,) + s_0,
+    # zero between different examples
+    full = jacket.jacobian(chain, 1, order=order)(params, x)
+    assert full.shape == (3, chain.dims[-1], 3, chain.dims[0])
+    assert_close(full, jax.jacfwd(chain.apply, argnums=1)(params, x), FLOAT64)
+    for i in range(3):
+        np.testing.assert_array_equal(full[i, :, i], jac[i])
 
 
 # ---- structured results come out dense ---------------------------------------------------
@@ -153,10 +165,10 @@ def test_a_batch_gives_one_jacobian_per_example(order):
 def test_a_structured_result_comes_out_dense_and_correct(kinds, structure):
     width = 6
     chain = make_chain(width, [(kind, 0) for kind in kinds])
-    plan = chain.plan()
-    assert plan.root.structure.kind == structure  # the plan keeps the structure to the end
     params, x = setup(chain, 7, jnp.float64)
-    jac = chain.jacobian(params, x, plan)
+    plan = jacket.plan(chain, 1)(params, x)
+    assert plan.root.structure.kind == structure  # the plan keeps the structure to the end
+    jac = jacket.jacobian(chain, 1, order=plan)(params, x)
     assert jac.shape == (width, width)
     expected = reference(chain, params, x)
     assert_close(jac, expected, FLOAT64)
@@ -168,11 +180,11 @@ def test_a_structured_result_comes_out_dense_and_correct(kinds, structure):
 def test_bad_inputs_to_jacobian_name_the_problem():
     chain = make_chain(*FIXED_CHAINS["mixed"])
     params, x = setup(chain, 8, jnp.float64)
-    with pytest.raises(ValueError, match=r"Chain.jacobian: x has shape \(5,\), but must have shape \(4,\)"):
-        chain.jacobian(params, jnp.ones(5), "forward")
+    with pytest.raises(ValueError, match=r"jacket.jacobian: x has shape \(5,\), but must have shape \(4,\)"):
+        jacket.jacobian(chain, 1, order="forward")(params, jnp.ones(5))
     with pytest.raises(ValueError, match="invalid order .* position"):
-        chain.jacobian(params, x, "(J5 J4 J3)")
+        jacket.jacobian(chain, 1, order="(J5 J4 J3)")(params, x)
     with pytest.raises(ValueError, match="made for another chain"):
-        chain.jacobian(params, x, make_chain(4, [("dense", 2)]).plan())
+        jacket.jacobian(chain, 1, order=make_plan(make_chain(4, [("dense", 2)])))(params, x)
     with pytest.raises(ValueError, match="params must be a tuple with one entry per layer"):
-        chain.jacobian(params[:-1], x, "forward")
+        jacket.jacobian(chain, 1, order="forward")(params[:-1], x)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_planner import ELEMENTWISE, make_chain, random_chain
+from _helpers.chains import ELEMENTWISE, make_chain, random_chain
 
 import jacket
+from jacket.planning import make_plan
 from jacket.planning._costs import FMA, CalibratedCost, CostModel, Rates, step_ticks, tree_ticks
 from jacket.planning._dp import optimal_plan
 from jacket.planning._model import Model
@@ -192,7 +193,7 @@ def test_fma_is_the_default_and_the_fma_ticks_are_the_fma():
         chain = random_chain(rng, rng.randint(1, 6), FAMILIES["dplr"], max_width=100)
         model = Model(chain, rng.choice([1, 2]))
         tree = optimal_plan(model)
-        assert tree == optimal_plan(model, FMA) == chain.plan("optimal", model.devices).root
+        assert tree == optimal_plan(model, FMA) == make_plan(chain, "optimal", devices=model.devices).root
         assert tree_ticks(FMA, model, tree) == tree.fma
 
 

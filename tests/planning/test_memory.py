@@ -9,7 +9,7 @@ import jax
 import pytest
 
 import jacket
-from jacket.planning import MemoryEstimate
+from jacket.planning import MemoryEstimate, make_plan
 from jacket_bench.associativity import order_strings
 from jacket_bench.orders import FAMILIES, example_inputs
 
@@ -37,8 +37,8 @@ def _cases(name):
     params, x = example_inputs(chain, seed=0)
     out = {}
     for m, order in order_strings(chain, optimal=True).items():
-        plan = chain.plan(order)
-        compiled = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, order=plan)).lower(params, x).compile()
+        plan = make_plan(chain, order)
+        compiled = jax.jit(jacket.jacobian(chain, 1, order=plan)).lower(params, x).compile()
         out[m] = (plan.memory, compiled.memory_analysis())
     return out
 
@@ -59,12 +59,12 @@ def test_model_agrees_with_xla(name):
 
 def _plan(name, m):
     chain = FAMILIES[name](SCALE)
-    return chain.plan(order_strings(chain, optimal=True)[m])
+    return make_plan(chain, order_strings(chain, optimal=True)[m])
 
 
 def test_the_issue_example():
     """1024 → 8192 → 8192 → 1024 (tanh): XLA needs ~67 MB of temporaries for the optimal plan."""
-    plan = jacket.mlp((1024, 8192, 8192, 1024), activation="tanh").plan("optimal")
+    plan = make_plan(jacket.mlp((1024, 8192, 8192, 1024), activation="tanh"), "optimal")
     memory = plan.memory
     assert memory.result_bytes == 4 * 1024 * 1024
     assert 60e6 < memory.temp_bytes < 75e6
@@ -72,15 +72,17 @@ def test_the_issue_example():
 
 
 def test_more_seeds_need_more_bytes():
-    temps = [jacket.mlp((n, 64, 64, 8), activation="tanh").plan("forward").memory.temp_bytes for n in (16, 32, 64)]
+    temps = [make_plan(jacket.mlp((n, 64, 64, 8), activation="tanh"), "forward").memory.temp_bytes
+             for n in (16, 32, 64)]
     assert temps[0] < temps[1] < temps[2]
-    temps = [jacket.mlp((8, 64, 64, n), activation="tanh").plan("reverse").memory.temp_bytes for n in (16, 32, 64)]
+    temps = [make_plan(jacket.mlp((8, 64, 64, n), activation="tanh"), "reverse").memory.temp_bytes
+             for n in (16, 32, 64)]
     assert temps[0] < temps[1] < temps[2]
 
 
 def test_devices_split_the_seeds():
     chain = jacket.mlp((256, 256, 256, 256), activation="tanh")
-    one, two = (chain.plan("forward", devices=d).memory for d in (1, 2))
+    one, two = (make_plan(chain, "forward", devices=d).memory for d in (1, 2))
     assert two.devices == 2 and two.temp_bytes < one.temp_bytes
     # per device: XLA shards the output as the seeds (checked on a 2-device host mesh: temporaries
     # 133,120 B model / 133,120 B XLA, output 131,072 B both); the params are replicated
@@ -88,7 +90,7 @@ def test_devices_split_the_seeds():
 
 
 def test_dtype_scales_bytes():
-    plan = jacket.mlp((16, 32, 8), activation="tanh").plan("optimal")
+    plan = make_plan(jacket.mlp((16, 32, 8), activation="tanh"), "optimal")
     from jacket.planning._memory import plan_memory
     f32, f64 = plan_memory(plan, "float32"), plan_memory(plan, "float64")
     assert f64.temp_bytes == 2 * f32.temp_bytes and f64.result_bytes == 2 * f32.result_bytes
@@ -98,6 +100,6 @@ def test_dtype_scales_bytes():
 def test_blocks_with_named_plans_do_not_crash():
     chain = FAMILIES["residual-mlp"](16)
     for order in ("(J5 (J4[tan(J3..J1)] (J3[adj(J3..J1)] (J2 J1))))", "tan(J5 | (J4[(J3 (J2 J1))] adj(J3..J1)))"):
-        memory = chain.plan(order).memory
+        memory = make_plan(chain, order).memory
         assert memory.temp_bytes > 0 and memory.peak_live_bytes >= memory.temp_bytes
         assert any(step.op == "JAC" and "Residual" in step.factors for step in memory.steps)

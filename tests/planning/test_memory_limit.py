@@ -1,4 +1,5 @@
-"""Plans under a memory limit (``planning/_limit.py``): ``chain.plan(order, memory_limit=)``.
+"""Plans under a memory limit (``planning/_limit.py``): ``jacket.plan(chain, 1, memory_limit=)``, planned by
+``jacket.planning.make_plan(chain, order, memory_limit=)``.
 
 * the capped DP (``optimal_plan(model, max_dense=)``) attains the minimum fma over every plan
   tree of the move set whose dense intermediates fit the cap (an exhaustive enumeration);
@@ -18,11 +19,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_planner import KINDS, random_chain
+from _helpers.chains import KINDS, random_chain
 
 import jacket
+from jacket.planning import make_plan, smallest_limit
 from jacket.planning._dp import optimal_plan
-from jacket.planning import smallest_limit
 from jacket.planning._limit import call_bytes, largest_dense, parse_bytes
 from jacket.planning._model import Model
 
@@ -67,8 +68,8 @@ def _chain():
 
 def test_the_unconstrained_optimum_comes_back_when_it_fits():
     chain = _chain()
-    best = chain.plan("optimal")
-    got = chain.plan("optimal", memory_limit=best.memory.total_bytes)
+    best = make_plan(chain, "optimal")
+    got = make_plan(chain, "optimal", memory_limit=best.memory.total_bytes)
     assert got == best and got.chunk is None and got.memory_limit == best.memory.total_bytes
     text = str(got)
     assert "memory limit:" in text and "live MB" in text
@@ -79,10 +80,10 @@ def test_the_unconstrained_optimum_comes_back_when_it_fits():
 def test_plans_never_exceed_the_limit_and_more_memory_never_costs_more(seed, where):
     rng = random.Random(seed)
     chain = random_chain(rng, rng.randint(2, 6), KINDS, max_width=48)
-    top = chain.plan("optimal").memory.total_bytes
+    top = make_plan(chain, "optimal").memory.total_bytes
     floor = smallest_limit(chain)
     limits = sorted({floor, int(floor + where * (top - floor)), top})
-    plans = [chain.plan("optimal", memory_limit=limit) for limit in limits]
+    plans = [make_plan(chain, "optimal", memory_limit=limit) for limit in limits]
     for limit, plan in zip(limits, plans):
         assert call_bytes(plan, plan.memory) <= limit
     fmas = [p.fma for p in plans]
@@ -92,21 +93,21 @@ def test_plans_never_exceed_the_limit_and_more_memory_never_costs_more(seed, whe
 def test_below_every_plan_the_error_names_the_smallest_limit_that_fits():
     chain = _chain()
     with pytest.raises(ValueError, match=r"no plan of this chain fits memory_limit=.*pass memory_limit >= (\d+)") as info:
-        chain.plan("optimal", memory_limit=100)
+        make_plan(chain, "optimal", memory_limit=100)
     need = int(str(info.value).split("memory_limit >= ")[1].split()[0])
     assert need == smallest_limit(chain)
     assert "arguments" in str(info.value) and "temporaries" in str(info.value)
-    plan = chain.plan("optimal", memory_limit=need)
+    plan = make_plan(chain, "optimal", memory_limit=need)
     assert plan.memory.total_bytes == need
     with pytest.raises(ValueError, match="no plan"):
-        chain.plan("optimal", memory_limit=need - 1)
+        make_plan(chain, "optimal", memory_limit=need - 1)
 
 
 def test_a_named_order_keeps_its_tree_and_gets_a_chunk():
     chain = _chain()
-    reverse = chain.plan("reverse")
+    reverse = make_plan(chain, "reverse")
     limit = (reverse.memory.total_bytes + reverse.memory.argument_bytes + reverse.memory.result_bytes) // 2
-    got = chain.plan("reverse", memory_limit=limit)
+    got = make_plan(chain, "reverse", memory_limit=limit)
     assert got.root == reverse.root and got.chunk is not None and got.memory.total_bytes <= limit
 
 
@@ -121,7 +122,7 @@ def test_memory_limited_jacobians_equal_jacfwd_and_xla_stays_near_the_limit():
     need = smallest_limit(chain, dtype="float64")
     for fraction in (1.0, 0.5, 0.0):
         limit = int(need + fraction * (top - need))
-        got = chain.jacobian(params, x, "optimal", memory_limit=limit)
+        got = jacket.jacobian(chain, 1, memory_limit=limit)(params, x)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
         plan = jacket.planning.make_plan(chain, "optimal", dtype="float64", memory_limit=limit)
         assert plan.dtype == "float64" and call_bytes(plan, plan.memory) <= limit
@@ -133,11 +134,14 @@ def test_memory_limited_jacobians_equal_jacfwd_and_xla_stays_near_the_limit():
     floor = smallest_limit(chain, dtype="float64", batch=64)
     for limit in (top, int((top * floor) ** 0.5), floor):
         plan = jacket.planning.make_plan(chain, "optimal", dtype="float64", memory_limit=limit, batch=64)
-        m = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan)).lower(params, xb).compile() \
-            .memory_analysis()
+        per_example = jax.vmap(jacket.jacobian(chain, 1, order=plan), in_axes=(None, 0))
+        m = jax.jit(per_example).lower(params, xb).compile().memory_analysis()
         xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
         assert xla <= limit, (plan.order, plan.chunk, xla, limit)
-    got = chain.jacobian(params, xb[:3], "reverse", memory_limit="50MB")
+    # a batch at the front door: planned for its 3 examples, the Jacobian of the batched call
+    got = jacket.jacobian(chain, 1, order="reverse", memory_limit="50MB")(params, xb[:3])
+    np.testing.assert_allclose(got, jax.jacfwd(chain.apply, argnums=1)(params, xb[:3]), rtol=1e-10, atol=1e-12)
+    got = jax.vmap(jacket.jacobian(chain, 1, order="reverse", memory_limit="50MB"), in_axes=(None, 0))(params, xb[:3])
     np.testing.assert_allclose(got, jax.vmap(lambda xi: jax.jacfwd(chain.apply, argnums=1)(params, xi))(xb[:3]),
                                rtol=1e-10, atol=1e-12)
 
@@ -150,22 +154,32 @@ def test_limits_read_as_bytes(text, want):
 
 @pytest.mark.parametrize("bad", ["lots", "12 parsecs", -5, 0, True, None, [1]])
 def test_bad_limits_are_refused_with_their_value(bad):
+    if bad is None:  # no limit at the front door; parse_bytes itself refuses it
+        with pytest.raises(ValueError, match="memory_limit"):
+            parse_bytes(bad)
+        return
     with pytest.raises(ValueError, match="memory_limit"):
-        _chain().plan("optimal", memory_limit=bad) if bad is not None else parse_bytes(bad)
+        jacket.plan(_chain(), 1, memory_limit=bad)
+    with pytest.raises(ValueError, match="memory_limit"):
+        make_plan(_chain(), "optimal", memory_limit=bad)
 
 
 def test_what_cannot_take_a_limit_says_so():
     chain = _chain()
     with pytest.raises(ValueError, match="fastest.*memory_limit"):
-        chain.plan("fastest", memory_limit="1GB")
+        jacket.plan(chain, 1, order="fastest", memory_limit="1GB")
+    with pytest.raises(ValueError, match="fastest.*memory_limit"):
+        jacket.jacobian(chain, 1, order="fastest", memory_limit="1GB")
     with pytest.raises(ValueError, match="memory limit"):
-        chain.plan("optimal", wrt="params", memory_limit="1GB")
+        jacket.plan(chain, 0, memory_limit="1GB")
+    with pytest.raises(ValueError, match="memory limit"):
+        make_plan(chain, "optimal", argnums=0, memory_limit="1GB")
 
 
 def test_largest_dense_ignores_dense_weights_and_the_result():
     chain = _chain()
-    assert largest_dense(chain.plan("forward")) == 0
-    assert largest_dense(chain.plan("((J5 (J4 J3)) (J2 J1))")) == 96 * 96
+    assert largest_dense(make_plan(chain, "forward")) == 0
+    assert largest_dense(make_plan(chain, "((J5 (J4 J3)) (J2 J1))")) == 96 * 96
 
 
 @given(st.integers(0, 2 ** 31), st.floats(0.0, 1.0), st.booleans())
@@ -178,16 +192,15 @@ def test_memory_limited_and_checkpointed_jacobians_of_random_chains_equal_jacfwd
     chain = random_chain(rng, rng.randint(2, 5), KINDS, max_width=10)
     params = chain.init(jax.random.PRNGKey(seed % 1000), jnp.float64)
     x = jax.random.normal(jax.random.PRNGKey(seed % 997 + 1), ((3,) if batch else ()) + chain.in_shape, jnp.float64)
-    ref = jax.jacfwd(chain.apply, argnums=1)
-    want = jax.vmap(lambda xi: ref(params, xi))(x) if batch else ref(params, x)
+    want = jax.jacfwd(chain.apply, argnums=1)(params, x)  # on a batch: (3,) + s_N + (3,) + s_0
     examples = 3 if batch else 1
     top = jacket.planning.make_plan(chain, "optimal", dtype="float64")
     top = call_bytes(top, top.memory, examples)
     floor = smallest_limit(chain, dtype="float64", batch=examples)
     limit = int(floor + where * max(top - floor, 0))
-    got = chain.jacobian(params, x, "optimal", memory_limit=limit)
+    got = jacket.jacobian(chain, 1, memory_limit=limit)(params, x)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
-    got = chain.jacobian(params, x, "reverse", checkpoint=2)
+    got = jacket.jacobian(chain, 1, order="reverse", checkpoint=2)(params, x)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
 
 
@@ -203,8 +216,11 @@ def test_a_limit_that_needs_checkpoints_gets_them_and_xla_stays_within_it():
     params = chain.init(jax.random.PRNGKey(0), jnp.float32)
     x = jax.random.normal(jax.random.PRNGKey(1), (256, 64), jnp.float32)
     limit = smallest_limit(chain, batch=256)
-    plan = chain.plan("optimal", memory_limit=limit, batch=256)
+    plan = jacket.plan(chain, 1, memory_limit=limit)(None, jax.ShapeDtypeStruct((256, 64), jnp.float32))
+    assert plan == make_plan(chain, "optimal", memory_limit=limit, batch=256) and plan.batch == 256
     assert plan.checkpoint == "sqrt" and plan.chunk is None
-    assert call_bytes(plan, plan.memory, 256) <= limit < call_bytes(chain.plan("optimal"), chain.plan("optimal").memory, 256)
-    m = jax.jit(lambda p, x: chain.jacobian(p, x, plan)).lower(params, x).compile().memory_analysis()
+    best = make_plan(chain, "optimal")
+    assert call_bytes(plan, plan.memory, 256) <= limit < call_bytes(best, best.memory, 256)
+    per_example = jax.vmap(jacket.jacobian(chain, 1, order=plan), in_axes=(None, 0))
+    m = jax.jit(per_example).lower(params, x).compile().memory_analysis()
     assert m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes <= limit

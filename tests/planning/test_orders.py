@@ -1,76 +1,18 @@
 """The order grammar (``_orders.py``): every bracketing, tan/adj orders, round trips, and the
-error messages for bad orders (what is wrong, and where).
-
-Also home of two generators the planner and executor tests share: all full bracketings of
-``J_hi ⋯ J_lo`` (Catalan many), and random orders over the whole move set (JAC, TAN/ADJ from
-unit vectors or from a seed, products).
+error messages for bad orders (what is wrong, and where). The generators of bracketings and
+random orders live in ``tests/_helpers/orders.py``.
 """
 from __future__ import annotations
 
 import random
 import re
-from math import comb
 
+import jax
 import pytest
+from _helpers.orders import bracketings, catalan, dense_chain, random_order, tree_string
 
 import jacket
-
-# ---- generators shared with test_planner.py and test_executor.py -------------------------
-
-
-def bracketings(lo, hi):
-    """Every full bracketing of ``J_hi ⋯ J_lo`` as a tree: an int (a factor) or a pair
-    ``(left, right)`` of trees, left covering the later factors."""
-    if lo == hi:
-        yield lo
-        return
-    for k in range(lo, hi):
-        for right in bracketings(lo, k):
-            for left in bracketings(k + 1, hi):
-                yield (left, right)
-
-
-def tree_string(tree) -> str:
-    """``(J3 (J2 J1))`` for the tree ``(3, (2, 1))``."""
-    if isinstance(tree, int):
-        return f"J{tree}"
-    return f"({tree_string(tree[0])} {tree_string(tree[1])})"
-
-
-def catalan(m):
-    return comb(2 * m, m) // (m + 1)
-
-
-def factor_run(rng, lo, hi) -> str:
-    """The factors lo..hi in either spelling the grammar accepts: ``J4..J2`` or ``J4 J3 J2``."""
-    if lo == hi or rng.random() < 0.5:
-        return f"J{hi}..J{lo}" if lo < hi else f"J{lo}"
-    return " ".join(f"J{i}" for i in range(hi, lo - 1, -1))
-
-
-def random_order(rng, lo, hi) -> str:
-    """A random order for ``J_hi ⋯ J_lo`` drawn from the whole move set: materialise a factor,
-    tangents or adjoints from unit vectors, a product of two sub-orders, or a sub-order pushed
-    forward (tan with a seed) or pulled back (adj with a seed) through the neighbouring factors."""
-    moves = ["tan", "adj"] + (["jac"] if lo == hi else ["mul", "mul", "push", "pull"])
-    move = rng.choice(moves)
-    if move == "jac":
-        return f"J{lo}"
-    if move == "tan":
-        return f"tan({factor_run(rng, lo, hi)})"
-    if move == "adj":
-        return f"adj({factor_run(rng, lo, hi)})"
-    k = rng.randrange(lo, hi)  # right part lo..k, left part k+1..hi
-    if move == "mul":
-        return f"({random_order(rng, k + 1, hi)} {random_order(rng, lo, k)})"
-    if move == "push":
-        return f"tan({factor_run(rng, k + 1, hi)} | {random_order(rng, lo, k)})"
-    return f"adj({random_order(rng, k + 1, hi)} | {factor_run(rng, lo, k)})"
-
-
-def dense_chain(dims):
-    return jacket.Chain([jacket.Dense(a, b) for a, b in zip(dims[:-1], dims[1:])])
-
+from jacket.planning import make_plan
 
 # A 5-factor chain with every kind of Jacobian structure (dense, diagonal, diagonal + rank 1/2).
 CHAIN5 = jacket.Chain([jacket.Dense(3, 4), jacket.Tanh(), jacket.LayerNorm(4), jacket.Softmax(),
@@ -91,7 +33,7 @@ def test_every_bracketing_parses_and_formats_back_unchanged(n):
     plans = set()
     for tree in bracketings(1, n):
         text = tree_string(tree)
-        plan = chain.plan(text)
+        plan = make_plan(chain, text)
         assert plan.order == text
         assert all(step.op in ("JAC", "MUL") for step in plan.steps)
         assert sum(step.op == "JAC" for step in plan.steps) == n
@@ -101,31 +43,31 @@ def test_every_bracketing_parses_and_formats_back_unchanged(n):
 
 def test_outer_parentheses_case_and_spacing_are_optional():
     chain = dense_chain((2, 3, 4, 5))
-    reference = chain.plan("(J3 (J2 J1))")
+    reference = make_plan(chain, "(J3 (J2 J1))")
     for text in ["J3 (J2 J1)", "  ( J3(J2 J1) ) ", "(j3 (j2 j1))", "(J3\t(J2  J1))"]:
-        assert chain.plan(text) == reference, text
+        assert make_plan(chain, text) == reference, text
 
 
 def test_tan_and_adj_from_unit_vectors_are_forward_and_reverse():
     for spelling in ["tan(J5..J1)", "tan(J5 J4 J3 J2 J1)", "TAN( J5..J1 )"]:
-        assert CHAIN5.plan(spelling) == CHAIN5.plan("forward")
+        assert make_plan(CHAIN5, spelling) == make_plan(CHAIN5, "forward")
     for spelling in ["adj(J5..J1)", "adj(J5 J4 J3 J2 J1)"]:
-        assert CHAIN5.plan(spelling) == CHAIN5.plan("reverse")
-    assert CHAIN5.plan("forward").order == "tan(J5..J1)"
-    assert CHAIN5.plan("reverse").order == "adj(J5..J1)"
+        assert make_plan(CHAIN5, spelling) == make_plan(CHAIN5, "reverse")
+    assert make_plan(CHAIN5, "forward").order == "tan(J5..J1)"
+    assert make_plan(CHAIN5, "reverse").order == "adj(J5..J1)"
 
 
 def test_seeded_tan_and_adj_parse_to_the_intended_steps():
-    plan = CHAIN5.plan("tan(J5 J4 | adj(J3..J1))")
+    plan = make_plan(CHAIN5, "tan(J5 J4 | adj(J3..J1))")
     root = plan.root
     assert (root.op, root.lo, root.hi, root.through) == ("TAN", 1, 5, (4, 5))
     assert (root.seed.op, root.seed.lo, root.seed.hi, root.seed.through) == ("ADJ", 1, 3, (1, 3))
-    plan = CHAIN5.plan("adj((J5 J4) | J3..J1)")
+    plan = make_plan(CHAIN5, "adj((J5 J4) | J3..J1)")
     root = plan.root
     assert (root.op, root.lo, root.hi, root.through) == ("ADJ", 1, 5, (1, 3))
     assert (root.seed.op, root.seed.lo, root.seed.hi) == ("MUL", 4, 5)
     # a single factor before '|' is a seed, not a factor list
-    root = CHAIN5.plan("adj(J5 | J4..J1)").root
+    root = make_plan(CHAIN5, "adj(J5 | J4..J1)").root
     assert (root.seed.op, root.seed.lo, root.through) == ("JAC", 5, (1, 4))
 
 
@@ -133,8 +75,8 @@ def test_seeded_tan_and_adj_parse_to_the_intended_steps():
 def test_random_mixed_orders_round_trip(seed):
     rng = random.Random(seed)
     text = random_order(rng, 1, len(CHAIN5))
-    plan = CHAIN5.plan(text)
-    again = CHAIN5.plan(plan.order)
+    plan = make_plan(CHAIN5, text)
+    again = make_plan(CHAIN5, plan.order)
     assert again == plan, (text, plan.order)
     assert again.fma == plan.fma and again.order == plan.order
 
@@ -174,7 +116,7 @@ BAD_ORDERS = [  # (factors in the chain, order, what the message must say)
 def test_bad_order_says_what_and_where(n, order, message):
     chain = jacket.Chain([jacket.Tanh()] * n, in_shape=3)
     with pytest.raises(ValueError, match=message) as info:
-        chain.plan(order)
+        make_plan(chain, order)
     text = str(info.value)
     # where: "at position P", the order echoed, and a caret under column P
     position = int(re.findall(r"at position (\d+)", text)[-1])  # the last: a message may cite another
@@ -186,7 +128,7 @@ def test_bad_order_says_what_and_where(n, order, message):
 
 def test_caret_points_at_the_offending_token():
     with pytest.raises(ValueError, match="position") as info:
-        CHAIN5.plan("(J5 (J4 (J3 (J2 J7))))")
+        make_plan(CHAIN5, "(J5 (J4 (J3 (J2 J7))))")
     caret_line = str(info.value).splitlines()[-1]
     assert "(J5 (J4 (J3 (J2 J7))))"[caret_line.index("^") - 4:].startswith("J7")
 
@@ -194,19 +136,32 @@ def test_caret_points_at_the_offending_token():
 @pytest.mark.parametrize("order", [3, None, ["forward"], b"forward"])
 def test_an_order_that_is_not_a_string_or_plan_is_a_type_error(order):
     with pytest.raises(TypeError, match=f"order must be a string or a Plan, got {type(order).__name__}"):
-        CHAIN5.plan(order)
+        make_plan(CHAIN5, order)
+    if isinstance(order, list):
+        return  # the front door reads a list as one order per argnum (here one, "forward")
+    # the front door checks it when the transform is made, before any array exists
+    with pytest.raises(TypeError, match=rf"order must be a string .* or a Plan from jacket.plan, got "
+                                        rf"{type(order).__name__}"):
+        jacket.plan(CHAIN5, 1, order=order)
 
 
 def test_a_plan_for_another_chain_is_rejected():
     other = dense_chain((3, 4, 4, 4, 4, 2))
     with pytest.raises(ValueError, match=r"made for another chain \(.*\), widths \(3, 4, 4, 4, 4\)\), not Chain"):
-        other.plan(jacket.Chain(CHAIN5.layers[:4]).plan())
+        make_plan(other, make_plan(jacket.Chain(CHAIN5.layers[:4])))
     # same widths, other layers: the plan's costs would be wrong for this chain
     tanh, softmax = jacket.Chain([jacket.Dense(4, 4), jacket.Tanh()]), jacket.Chain([jacket.Dense(4, 4), jacket.Softmax()])
     with pytest.raises(ValueError, match=r"made for another chain \(\(Dense\(4, 4\), Tanh\(\)\)"):
-        softmax.plan(tanh.plan())
+        make_plan(softmax, make_plan(tanh))
     with pytest.raises(ValueError, match="widths"):
-        dense_chain((3, 5, 2)).plan(dense_chain((3, 4, 2)).plan("forward"))
+        make_plan(dense_chain((3, 5, 2)), make_plan(dense_chain((3, 4, 2)), "forward"))
+    # the front door refuses it too, when its function is called
+    x = jax.ShapeDtypeStruct((3,), "float32")
+    with pytest.raises(ValueError, match="widths"):
+        jacket.plan(dense_chain((3, 5, 2)), 1, order=make_plan(dense_chain((3, 4, 2)), "forward"))(None, x)
+    with pytest.raises(ValueError, match="widths"):
+        jacket.plan(dense_chain((3, 5, 2)), 1, order=jacket.plan(dense_chain((3, 4, 2)), 1, order="forward")(None, x))(None, x)
     # and the same plan is accepted (returned as is) by its own chain
-    plan = CHAIN5.plan()
-    assert CHAIN5.plan(plan) is plan
+    plan = make_plan(CHAIN5)
+    assert make_plan(CHAIN5, plan) is plan
+    assert jacket.plan(CHAIN5, 1, order=plan)(None, jax.ShapeDtypeStruct((3,), "float32")) is plan

@@ -22,77 +22,12 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_orders import bracketings, random_order, tree_string
+from _helpers.chains import ELEMENTWISE, KINDS, Declared, chain_specs, declared_chain, make_chain, random_chain
+from _helpers.orders import bracketings, random_order, tree_string
 
 import jacket
 from jacket.operators import Structure
-
-# ---- random chains (shared with test_executor.py) --------------------------------------
-ELEMENTWISE = [e.name for e in jacket.registry.LAYERS if e.family == "elementwise"]
-KINDS = [e.name for e in jacket.registry.LAYERS if e.name != "dense_nobias"]
-
-
-def make_chain(in_width, spec):
-    """A chain from ``spec = [(kind, width), ...]`` of registry names; ``width`` is a Dense
-    layer's output width and ignored by the kinds that keep the width they are given."""
-    layers, width = [], in_width
-    for kind, out in spec:
-        entry = jacket.registry.layer(kind)
-        layers.append(entry.build(width, out))
-        width = width if entry.keeps_width else out
-    return jacket.Chain(layers, in_shape=in_width)
-
-
-def random_chain(rng, length, kinds=KINDS, max_width=64):
-    spec = [(rng.choice(kinds), rng.randint(1, max_width)) for _ in range(length)]
-    return make_chain(rng.randint(1, max_width), spec)
-
-
-class Declared(jacket.Layer):
-    """A layer that only declares costs (no rules: it is planned, never run), so the planner can be
-    tried on costs no built-in has: JVP and VJP costs that differ, Jacobians costly or free to
-    materialise, diagonal-plus-rank-3 structure."""
-
-    def __init__(self, n_in, n_out, jvp, vjp, jacobian, kind="matrix", rank=0):
-        self.n_in, self.n_out, self.costs, self.kind, self.rank = n_in, n_out, (jvp, vjp, jacobian), kind, rank
-
-    def input_shape(self):
-        return (self.n_in,)
-
-    def output_shape(self, in_shape):
-        return (self.n_out,)
-
-    def jvp_cost(self, in_shape):
-        return self.costs[0]
-
-    def vjp_cost(self, in_shape):
-        return self.costs[1]
-
-    def jacobian_cost(self, in_shape):
-        return self.costs[2]
-
-    def jacobian_structure(self, in_shape):
-        return Structure(self.kind, self.n_out, self.n_in, self.rank)
-
-
-def declared_chain(rng, length, max_width=20):
-    layers, width = [], rng.randint(1, max_width)
-    for _ in range(length):
-        kind = rng.choice(["matrix", "diagonal", "dplr"])
-        out = rng.randint(1, max_width) if kind == "matrix" else width
-        rank = rng.randint(1, 3) if kind == "dplr" else 0
-        size = width * out
-        layers.append(Declared(width, out, rng.randint(0, 3 * size), rng.randint(0, 3 * size),
-                               rng.randint(0, 5 * size), kind, rank))
-        width = out
-    return jacket.Chain(layers)
-
-
-def chain_specs(max_length=6, max_width=8):
-    """Hypothesis: (in_width, spec) over every built-in kind."""
-    layer = st.tuples(st.sampled_from(KINDS), st.integers(1, max_width))
-    return st.tuples(st.integers(1, max_width), st.lists(layer, min_size=1, max_size=max_length))
-
+from jacket.planning import make_plan
 
 # ---- an independent cost model ----------------------------------------------------------
 # Structures are plain tuples (kind, rows, cols, rank), rank 0 unless kind is "dplr".
@@ -213,7 +148,7 @@ def check_optimal(chain, devices=1, table=None):
     table = brute_force(chain, devices) if table is None else table
     everything = table[1, len(chain)]
     best = min(fma for fma, _ in everything)
-    plan = chain.plan("optimal", devices)
+    plan = make_plan(chain, "optimal", devices=devices)
     witness = min(everything.items())
     assert plan.fma == best, (f"{chain}: the DP plan {plan.order} costs {plan.fma:,} fma, but "
                               f"{witness[1]} costs {best:,}")
@@ -262,15 +197,16 @@ def test_widths_beyond_int64_planning_are_refused():
     width = 10**6  # a (10⁶)³ product, times the DP's tie-break scale, does not fit in int64
     chain = jacket.Chain([jacket.Dense(1, width), jacket.Dense(width, width), jacket.Dense(width, 1)])
     with pytest.raises(ValueError, match="too large to plan exactly"):
-        chain.plan()
-    assert chain.plan("forward").fma == 1 * (width + width * width + width)  # fixed orders still cost
+        make_plan(chain)
+    assert make_plan(chain, "forward").fma == 1 * (width + width * width + width)  # fixed orders still cost
 
 
 @pytest.mark.parametrize("kind, rank", [("dplr", 0), ("diagonal", 1), ("diag", 0), ("lowrank", 1)])
 def test_a_structure_the_planner_cannot_cost_is_rejected(kind, rank):
     chain = jacket.Chain([jacket.Dense(3, 3), Declared(3, 3, 1, 1, 1, kind, rank)])
-    with pytest.raises(ValueError, match=rf"layer 2 .* declares a Jacobian structure .*kind='{kind}'"):
-        chain.plan()
+    with pytest.raises(ValueError, match=r"layer 2 .* declares a Jacobian structure the planner cannot cost: .*"
+                                         r"(kind must be|has no rank|needs rank)"):
+        make_plan(chain)
 
 
 def test_optimal_on_runs_of_structured_layers_between_dense_layers():
@@ -309,9 +245,9 @@ def test_diagonal_times_low_rank_is_costed_as_the_multiplications_done(width):
     scales the layernorm's diagonal and its two U columns), or pull the n rows of the layernorm
     Jacobian through tanh (2n + n·n). The optimum is the smaller."""
     chain = jacket.Chain([jacket.Tanh(), jacket.LayerNorm(width)], in_shape=width)
-    assert chain.plan("(J2 J1)").fma == 6 * width
-    assert chain.plan("adj(J2 | J1)").fma == 2 * width + width * width
-    assert chain.plan().fma == min(6 * width, 2 * width + width * width)
+    assert make_plan(chain, "(J2 J1)").fma == 6 * width
+    assert make_plan(chain, "adj(J2 | J1)").fma == 2 * width + width * width
+    assert make_plan(chain).fma == min(6 * width, 2 * width + width * width)
 
 
 def test_brute_force_witnesses_cost_the_same_under_model_and_parser():
@@ -322,7 +258,7 @@ def test_brute_force_witnesses_cost_the_same_under_model_and_parser():
         chain = random_chain(rng, rng.randint(1, 5), KINDS, 12)
         everything = brute_force(chain)[1, len(chain)]
         for (fma, s), text in rng.sample(sorted(everything.items()), min(150, len(everything))):
-            plan = chain.plan(text)
+            plan = make_plan(chain, text)
             assert plan.fma == fma, text
             assert structure_tuple(plan.root.structure) == s, text
 
@@ -332,14 +268,14 @@ def test_brute_force_witnesses_cost_the_same_under_model_and_parser():
 def test_optimal_is_no_worse_than_any_order_and_round_trips(spec, rng):
     chain = make_chain(*spec)
     n = len(chain)
-    plan = chain.plan()
-    again = chain.plan(plan.order)
+    plan = make_plan(chain)
+    again = make_plan(chain, plan.order)
     assert again == plan and again.fma == plan.fma and again.order == plan.order
     assert plan.fma <= min(plan.forward_fma, plan.reverse_fma)
     costs = Costs(chain)
     assert tree_cost(costs, plan.root)[0] == plan.fma
     for _ in range(10):
-        other = chain.plan(random_order(rng, 1, n))
+        other = make_plan(chain, random_order(rng, 1, n))
         assert tree_cost(costs, other.root)[0] == other.fma
         assert plan.fma <= other.fma, other.order
 
@@ -350,10 +286,10 @@ def test_dense_rules_cost_n_in_times_n_out_per_vector_and_nothing_to_materialise
     layer = jacket.Dense(n_in, n_out)
     assert layer.jvp_cost((n_in,)) == layer.vjp_cost((n_in,)) == n_in * n_out and layer.jacobian_cost((n_in,)) == 0
     chain = jacket.Chain([layer])
-    assert chain.plan("forward").fma == n_in * (n_in * n_out)   # n_in tangents
-    assert chain.plan("reverse").fma == n_out * (n_in * n_out)  # n_out cotangents
-    assert chain.plan("J1").fma == 0
-    assert chain.plan("J1").root.structure == Structure("matrix", n_out, n_in)
+    assert make_plan(chain, "forward").fma == n_in * (n_in * n_out)   # n_in tangents
+    assert make_plan(chain, "reverse").fma == n_out * (n_in * n_out)  # n_out cotangents
+    assert make_plan(chain, "J1").fma == 0
+    assert make_plan(chain, "J1").root.structure == Structure("matrix", n_out, n_in)
 
 
 @pytest.mark.parametrize("kind", ELEMENTWISE)
@@ -362,19 +298,19 @@ def test_elementwise_rules_cost_n_per_vector_and_n_to_materialise(kind, n):
     chain = make_chain(n, [(kind, 0)])
     layer = chain.layers[0]
     assert layer.jvp_cost((n,)) == layer.vjp_cost((n,)) == layer.jacobian_cost((n,)) == n
-    assert chain.plan("forward").fma == n * n
-    assert chain.plan("reverse").fma == n * n
-    assert chain.plan("J1").fma == n
-    assert chain.plan("J1").root.structure == Structure("diagonal", n, n)
+    assert make_plan(chain, "forward").fma == n * n
+    assert make_plan(chain, "reverse").fma == n * n
+    assert make_plan(chain, "J1").fma == n
+    assert make_plan(chain, "J1").root.structure == Structure("diagonal", n, n)
 
 
 @pytest.mark.parametrize("a, b, c", [(1, 1, 1), (2, 3, 4), (5, 1, 6)])
 def test_products_cost_abc_dense_and_the_other_size_with_a_diagonal(a, b, c):
-    assert jacket.Chain([jacket.Dense(a, b), jacket.Dense(b, c)]).plan("(J2 J1)").fma == a * b * c
+    assert make_plan(jacket.Chain([jacket.Dense(a, b), jacket.Dense(b, c)]), "(J2 J1)").fma == a * b * c
     # dense b×a after or before a diagonal: the size of the dense factor, plus n to materialise
-    assert jacket.Chain([jacket.Dense(a, b), jacket.Tanh()]).plan("(J2 J1)").fma == b + a * b
-    assert jacket.Chain([jacket.Tanh(), jacket.Dense(a, b)], in_shape=a).plan("(J2 J1)").fma == a + a * b
-    assert jacket.Chain([jacket.Tanh(), jacket.GELU()], in_shape=a).plan("(J2 J1)").fma == a + a + a
+    assert make_plan(jacket.Chain([jacket.Dense(a, b), jacket.Tanh()]), "(J2 J1)").fma == b + a * b
+    assert make_plan(jacket.Chain([jacket.Tanh(), jacket.Dense(a, b)], in_shape=a), "(J2 J1)").fma == a + a * b
+    assert make_plan(jacket.Chain([jacket.Tanh(), jacket.GELU()], in_shape=a), "(J2 J1)").fma == a + a + a
 
 
 @pytest.mark.parametrize("rank_a", [0, 1, 2])
@@ -389,7 +325,7 @@ def test_structure_products_follow_the_table(rank_a, rank_b):
     assert Structure("matrix", m, n).matmul(op(rank_a)) == (Structure("matrix", m, n), m * n * (1 + 2 * rank_a))
     assert op(rank_a).matmul(Structure("matrix", n, c)) == (Structure("matrix", n, c), n * c * (1 + 2 * rank_a))
     # one formula for diagonals (rank 0) and low-rank factors alike
-    assert fma == n * (1 + rank_a + rank_b + 2 * rank_a * rank_b) and s.rank_code == rank_a + rank_b
+    assert fma == n * (1 + rank_a + rank_b + 2 * rank_a * rank_b) and s.kind != "matrix" and s.rank == rank_a + rank_b
 
 
 def textbook_cost(dims, tree):
@@ -409,14 +345,14 @@ def test_dense_chains_forward_reverse_and_every_bracketing_have_closed_forms(dim
     chain = jacket.Chain([jacket.Dense(a, b) for a, b in zip(dims[:-1], dims[1:])])
     n = len(chain)
     weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-    assert chain.plan("forward").fma == dims[0] * weights
-    assert chain.plan("reverse").fma == dims[-1] * weights
-    cheapest = min(chain.plan("forward").fma, chain.plan("reverse").fma)
+    assert make_plan(chain, "forward").fma == dims[0] * weights
+    assert make_plan(chain, "reverse").fma == dims[-1] * weights
+    cheapest = min(make_plan(chain, "forward").fma, make_plan(chain, "reverse").fma)
     for tree in bracketings(1, n):
         fma = textbook_cost(dims, tree)[2]
-        assert chain.plan(tree_string(tree)).fma == fma
+        assert make_plan(chain, tree_string(tree)).fma == fma
         cheapest = min(cheapest, fma)
-    assert chain.plan().fma <= cheapest
+    assert make_plan(chain).fma <= cheapest
 
 
 @pytest.mark.parametrize("D", [1, 2, 3, 8, 100, 1000])
@@ -424,11 +360,11 @@ def test_a_scalar_output_costs_order_d_squared_in_reverse_and_d_cubed_forward(D)
     """Dense(D, D) three times then Dense(D, 1): Σ n_{i-1} n_i = 3D² + D."""
     chain = jacket.Chain([jacket.Dense(D, D)] * 3 + [jacket.Dense(D, 1)])
     weights = 3 * D * D + D
-    assert chain.plan("reverse").fma == weights
-    assert chain.plan("forward").fma == D * weights
-    assert chain.plan("(((J4 J3) J2) J1)").fma == 3 * D * D      # row vector times D×D, 3 times
-    assert chain.plan("(J4 (J3 (J2 J1)))").fma == 2 * D ** 3 + D * D
-    assert chain.plan().fma <= 3 * D * D
+    assert make_plan(chain, "reverse").fma == weights
+    assert make_plan(chain, "forward").fma == D * weights
+    assert make_plan(chain, "(((J4 J3) J2) J1)").fma == 3 * D * D      # row vector times D×D, 3 times
+    assert make_plan(chain, "(J4 (J3 (J2 J1)))").fma == 2 * D ** 3 + D * D
+    assert make_plan(chain).fma <= 3 * D * D
 
 
 # ---- the Plan object --------------------------------------------------------------------
@@ -436,17 +372,17 @@ BOTTLENECK = jacket.mlp([1024, 1024, 16, 1024, 1024], activation="tanh", final="
 
 
 def test_bottleneck_chain_plans_more_than_ten_times_cheaper_than_either_mode():
-    plan = BOTTLENECK.plan()
+    plan = make_plan(BOTTLENECK)
     assert plan.speedup > 10
     assert plan.speedup == min(plan.forward_fma, plan.reverse_fma) / plan.fma
-    assert plan.forward_fma == BOTTLENECK.plan("forward").fma
-    assert plan.reverse_fma == BOTTLENECK.plan("reverse").fma
+    assert plan.forward_fma == make_plan(BOTTLENECK, "forward").fma
+    assert plan.reverse_fma == make_plan(BOTTLENECK, "reverse").fma
 
 
 @pytest.mark.parametrize("order", ["optimal", "forward", "reverse", "(J8 (J7 (J6 (J5 (J4 (J3 (J2 J1)))))))",
                                    "tan(J8..J5 | adj(J4..J1))"])
 def test_plan_table_has_the_totals_memory_and_one_row_per_step(order):
-    plan = BOTTLENECK.plan(order)
+    plan = make_plan(BOTTLENECK, order)
     text = str(plan)
     assert text == plan.table()
     for label, value in [("forward (tangents):", f"{plan.forward_fma:,} fma"),
@@ -454,7 +390,8 @@ def test_plan_table_has_the_totals_memory_and_one_row_per_step(order):
                          ("this plan:", f"{plan.fma:,} fma"),
                          ("speedup vs best mode:", f"{plan.speedup:.3g}x"),
                          ("largest intermediate:", f"{plan.largest_intermediate:,} floats"),
-                         ("peak memory:", f"{plan.peak_memory:,} floats")]:
+                         ("memory (model):", f"{plan.memory.temp_bytes / 1e6:.3g} MB temporaries, "
+                                             f"{plan.memory.result_bytes / 1e6:.3g} MB result")]:
         line = next(line for line in text.splitlines() if label in line)
         assert value in line, (label, line)
     assert plan.order in text
@@ -472,9 +409,14 @@ def test_plan_table_has_the_totals_memory_and_one_row_per_step(order):
 
 def test_plan_memory_figures_are_consistent():
     for order in ["optimal", "forward", "reverse", "(J8 (J7 (J6 (J5 (J4 (J3 (J2 J1)))))))"]:
-        plan = BOTTLENECK.plan(order)
+        plan = make_plan(BOTTLENECK, order)
         assert plan.largest_intermediate == max(s.structure.size for s in plan.steps)
-        assert plan.peak_memory >= sum(BOTTLENECK.dims) + plan.largest_intermediate
+        memory, item = plan.memory, 4  # float32 bytes
+        # the activations, the result, and the largest intermediate live at the worst moment
+        assert memory.tape_bytes == item * sum(BOTTLENECK.dims[1:])
+        assert memory.result_bytes == item * BOTTLENECK.dims[0] * BOTTLENECK.dims[-1]
+        assert memory.peak_live_bytes == max(step.live_bytes for step in memory.steps)
+        assert memory.peak_live_bytes >= max(memory.temp_bytes, item * plan.largest_intermediate)
 
 
 def test_planning_200_layers_is_fast():
@@ -483,7 +425,7 @@ def test_planning_200_layers_is_fast():
     rng = random.Random(3)
     chain = random_chain(rng, 200, KINDS, 512)
     start = time.perf_counter()
-    plan = chain.plan()
+    plan = make_plan(chain)
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"planning 200 layers took {elapsed:.2f} s"
     assert plan.root.lo == 1 and plan.root.hi == 200
@@ -494,8 +436,8 @@ def test_planning_200_layers_is_fast():
 def test_a_long_chain_with_runs_of_structured_layers_plans():
     rng = random.Random(5)
     chain = runs_chain(rng, 320, 256)
-    plan = chain.plan()
+    plan = make_plan(chain)
     assert plan.root.lo == 1 and plan.root.hi == 320
     assert plan.fma <= min(plan.forward_fma, plan.reverse_fma)
     assert tree_cost(Costs(chain), plan.root)[0] == plan.fma
-    assert chain.plan(plan.order).fma == plan.fma
+    assert make_plan(chain, plan.order).fma == plan.fma

@@ -10,6 +10,7 @@ import jacket
 from jacket.cli.check import DTYPES, WIDTHS
 from jacket.registry import builtin_layers
 from jacket.cli import main
+from jacket.core._tangents import RuleOutputError
 from jacket.operators import Diagonal, Structure
 from jacket.testing import RuleError, check_chain, check_layer, layer_test, parametrize_layers
 
@@ -332,6 +333,34 @@ def test_check_chain_names_the_first_bad_layer():
         check_chain(chain, dtype="float64")
     bad = {r.layer for r in info.value.report.failures}
     assert bad == {"chain", "layer 3: SignFlippedTanh()"}
+
+
+def test_checker_compares_rule_outputs_that_the_engine_refuses():
+    """jacket.testing calls the rules with check=False and compares what they return itself (a
+    failed row with the shapes), where the engine checks every rule's output and raises
+    RuleOutputError naming the layer's path; check_chain reports that error in its chain rows."""
+    chain = jacket.Chain([jacket.Dense(4, 4), jacket.Tanh(), jacket.Residual([jacket.Tanh(), DenseBiasNotSummed(4, 4)])])
+    path = r"layer 3 → Residual → layer 2"
+    with pytest.raises(AssertionError, match=rf"^Chain\(.*\): first bad layer is {path}: Dense\(4, 4\)\n"
+                                             rf"{path}: Dense\(4, 4\): rule vjp, argument params\['b'\], case batch "
+                                             r"\(3, 4\) float64: .*the rule returned shape \(3, 4\), expected \(4,\)") as info:
+        check_chain(chain, dtype="float64")
+    failures = info.value.report.failures
+    # the block's own rows run its children through the engine, as the chain's do
+    assert {r.layer for r in failures} == {"chain", "layer 3: Residual([Tanh(), Dense(4, 4)])",
+                                           "layer 3 → Residual → layer 2: Dense(4, 4)"}
+    engine = ("the call raised RuleOutputError: layer 3 → Residual → layer 2: Dense(4, 4).vjp returned params_bar['b'] "
+              "of shape (3, 4), expected the shape of params['b'], (4,)")
+    chain_vjp = [r for r in failures if r.layer == "chain" and r.rule == "vjp"]
+    assert chain_vjp and all(r.detail.startswith(engine) for r in chain_vjp)
+
+    params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+    grad = jacket.value_and_grad(chain, jacket.MeanSquaredError())
+    with pytest.raises(RuleOutputError, match=rf"^jacket\.value_and_grad: {path}: Dense\(4, 4\)\.vjp returned "
+                                              r"params_bar\['b'\] of shape \(6, 4\), expected the shape of "
+                                              r"params\['b'\], \(4,\) \(summed over the batch\?"):
+        grad(params, jnp.ones((6, 4)), jnp.zeros((6, 4)))
+    grad(params, jnp.ones(4), jnp.zeros(4))  # on one example the rule's output is right: the engine takes it
 
 
 # ---- the one-line pytest helper ------------------------------------------------------------------

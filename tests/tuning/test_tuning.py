@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers.api import plan_of
 
 import jacket
 from jacket import cli
+from jacket.planning import make_plan
 from jacket.planning._costs import FMA, CalibratedCost, Rates
 from jacket.tuning import _autotune, _calibrate, cache_dir, load_rates, rates_for
 from jacket.tuning._cache import write_json
@@ -107,9 +109,11 @@ def test_one_real_calibration_fits_every_rate_and_stores_its_programs():
 
 # ---- the calibrated model in plans --------------------------------------------------------
 def test_calibrated_plans_predict_seconds_step_by_step(no_measuring, capsys):
-    plan = BOTTLENECK.plan("optimal", cost="calibrated")
-    assert plan.cost == CalibratedCost(RATES) and plan.predicted_s > 0
-    assert BOTTLENECK.plan("optimal").cost is FMA and BOTTLENECK.plan("optimal").predicted_s is None
+    plan = plan_of(BOTTLENECK, "optimal", cost="calibrated")
+    assert plan.cost == CalibratedCost(RATES) and plan.predicted_s > 0 and no_measuring == [1]
+    assert plan == make_plan(BOTTLENECK, "optimal", cost=CalibratedCost(RATES))
+    assert plan_of(BOTTLENECK, "optimal").cost is FMA and plan_of(BOTTLENECK, "optimal").predicted_s is None
+    assert plan_of(BOTTLENECK, "optimal", cost=RATES).cost == CalibratedCost(RATES)  # Rates are a cost too
     text = str(plan)
     header = next(line for line in text.splitlines() if line.startswith("step"))
     assert "predicted time:" in text and "calibrated on cpu" in text and header.split()[-1] == "predicted"
@@ -123,16 +127,30 @@ def test_calibrated_plans_predict_seconds_step_by_step(no_measuring, capsys):
 
 def test_a_huge_step_cost_makes_the_calibrated_optimum_a_single_sweep():
     slow_steps = CalibratedCost(Rates(**dict(RATES.as_dict(), step=10.0)))
-    plan = BOTTLENECK.plan("optimal", cost=slow_steps)
+    plan = plan_of(BOTTLENECK, "optimal", cost=slow_steps)
     assert len(plan.steps) == 1 and plan.order in ("tan(J7..J1)", "adj(J7..J1)"), plan.order
-    assert len(BOTTLENECK.plan("optimal").steps) > 1  # the fma optimum mixes
+    assert plan == make_plan(BOTTLENECK, "optimal", cost=slow_steps) and plan.cost == slow_steps
+    assert len(plan_of(BOTTLENECK, "optimal").steps) > 1  # the fma optimum mixes
 
 
-def test_cost_arguments_are_checked():
-    with pytest.raises(ValueError, match="cost must be 'fma', 'calibrated', a Rates or a CostModel, got 'time'"):
-        BOTTLENECK.plan("optimal", cost="time")
-    with pytest.raises(ValueError, match="plans by fma only"):
-        BOTTLENECK.plan("optimal", wrt="params", cost="calibrated")
+def test_cost_arguments_are_checked(no_measuring):
+    with pytest.raises(ValueError, match="cost must be 'fma', 'calibrated', a jacket.planning.Rates or a CostModel, "
+                                         "got 'time'"):
+        jacket.plan(BOTTLENECK, 1, cost="time")
+    with pytest.raises(ValueError, match="cost must be 'fma', 'calibrated', a jacket.planning.Rates or a CostModel, "
+                                         "got 'time'"):
+        jacket.jacobian(BOTTLENECK, 1, cost="time")
+    # the planner takes cost models only: the front door resolves the names
+    with pytest.raises(TypeError, match="cost must be a CostModel"):
+        make_plan(BOTTLENECK, "optimal", cost="calibrated")
+    # the parameter Jacobian is planned by fma, refused before anything is measured
+    with pytest.raises(ValueError, match="planned by fma .*cost='calibrated'"):
+        jacket.plan(BOTTLENECK, 0, cost="calibrated")
+    with pytest.raises(ValueError, match="planned by fma .*cost='calibrated'"):
+        jacket.jacobian(BOTTLENECK, (0, 1), cost="calibrated")
+    with pytest.raises(ValueError, match="planned by fma .*cost='calibrated'"):
+        make_plan(BOTTLENECK, "optimal", argnums=0, cost=CalibratedCost(RATES))
+    assert no_measuring == []
 
 
 # ---- autotuning -----------------------------------------------------------------------------
@@ -144,15 +162,15 @@ def test_fastest_times_candidates_once_and_a_new_process_reuses_the_winner(no_me
         timed.append([p.order for p in plans])
         return real(chain, plans, dtype, 1)
     monkeypatch.setattr(_autotune, "_time", counting)
-    plan = BOTTLENECK.plan("fastest")
+    plan = plan_of(BOTTLENECK, "fastest")  # float32
     assert len(timed) == 1 and {"tan(J7..J1)", "adj(J7..J1)"} <= set(timed[0]) and plan.order in timed[0]
     assert plan.cost == CalibratedCost(RATES) and "timed" in plan.name
     _autotune._MEMORY.clear()  # as a new process: only the file is left
-    again = BOTTLENECK.plan("fastest")
+    again = plan_of(BOTTLENECK, "fastest")
     assert len(timed) == 1 and again == plan and "earlier" in again.name
     params = BOTTLENECK.init(jax.random.PRNGKey(0), jnp.float64)
     x = jax.random.normal(jax.random.PRNGKey(1), (64,), jnp.float64)
-    np.testing.assert_allclose(BOTTLENECK.jacobian(params, x, "fastest"),
+    np.testing.assert_allclose(jacket.jacobian(BOTTLENECK, 1, order="fastest")(params, x),
                                jax.jacfwd(BOTTLENECK.apply, argnums=1)(params, x), rtol=1e-10, atol=1e-12)
     assert len(timed) == 2  # float64 is tuned apart from float32
 
@@ -168,11 +186,13 @@ def test_the_autotune_key_tells_widths_dtypes_and_devices_apart():
 
 
 def test_a_cached_order_that_does_not_parse_is_tuned_again(no_measuring, monkeypatch):
-    monkeypatch.setattr(_autotune, "_time", lambda chain, plans, dtype, repeats: {p.order: 1.0 for p in plans})
+    monkeypatch.setattr(_autotune, "_time", lambda chain, plans, dtype, repeats: {p.order: [1.0] for p in plans})
     key = _autotune.autotune_key(BOTTLENECK, jnp.float32)
     write_json(cache_dir() / "autotune" / f"{key}.json", {"order": "(J9 J1)"})
     with pytest.warns(RuntimeWarning, match="does not fit this chain"):
-        plan = BOTTLENECK.plan("fastest")
+        plan = plan_of(BOTTLENECK, "fastest")
     assert json.loads((cache_dir() / "autotune" / f"{key}.json").read_text())["order"] == plan.order
     with pytest.raises(ValueError, match="tunes plans on one device"):
-        BOTTLENECK.plan("fastest", devices=2)
+        jacket.plan(BOTTLENECK, 1, order="fastest", mesh=2)
+    with pytest.raises(ValueError, match="tunes plans on one device"):
+        _autotune.fastest_plan(BOTTLENECK, devices=2)

@@ -93,8 +93,3 @@ def schedule(n: int, checkpoint) -> tuple:
 def boundaries(nodes) -> tuple[int, ...]:
     """The boundaries of one level of a schedule: ``(lo_1, …, lo_k, hi_k)``."""
     return tuple(lo for lo, _, _ in nodes) + (nodes[-1][1],)
-
-
-def boundaries(nodes) -> tuple[int, ...]:
-    """The boundaries of one level of a schedule: ``(lo_1, …, lo_k, hi_k)``."""
-    return tuple(lo for lo, _, _ in nodes) + (nodes[-1][1],)

@@ -1,7 +1,7 @@
 """``jacket calibrate``: measure this device's rates for the calibrated cost model and cache them.
 
 Prints what it measured (the raw seconds and the rates) and where it stored them; later
-``chain.plan(..., cost="calibrated")``, ``jacket plan --cost calibrated`` and
+``jacket.plan(chain, 1, cost="calibrated")``, ``jacket plan --cost calibrated`` and
 ``order="fastest"`` read the file instead of measuring. ``--show`` prints the cached rates
 without measuring.
 """

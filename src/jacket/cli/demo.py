@@ -51,25 +51,28 @@ def run(args) -> int:
     print(f"chain: {chain}\nloss:  {loss!r}, batch {args.batch}\n")
 
     def jax_loss(p, xb, yb):
-        return loss.apply(chain.apply(p, xb), yb)
+        return loss.apply(chain(p, xb), yb)
     direction = jax.tree_util.tree_map(lambda a: jax.random.normal(k_v, a.shape, a.dtype), params)
+
+    def planned(order):
+        return jacket.plan(chain, 1, order=order)(params, x0)
 
     candidates = {
         "reverse: value_and_grad (backprop)": (
             jax.jit(jacket.value_and_grad(chain, loss)), (params, x, labels),
             jax.jit(jax.value_and_grad(jax_loss)), "jax.value_and_grad", None),
         "forward: jvp along params direction": (
-            jax.jit(lambda p, v: chain.jvp(p, x, None, v)[1]), (params, direction),
-            jax.jit(lambda p, v: jax.jvp(lambda q: chain.apply(q, x), (p,), (v,))[1]), "jax.jvp", None),
+            jax.jit(lambda p, v: chain.jvp(p, x, None, None, v)), (params, direction),
+            jax.jit(lambda p, v: jax.jvp(lambda q: chain(q, x), (p,), (v,))[1]), "jax.jvp", None),
         "Jacobian dy/dx, forward (tangents)": (
-            jax.jit(lambda p, xi: chain.jacobian(p, xi, "forward")), (params, x0),
-            jax.jit(jax.jacfwd(chain.apply, argnums=1)), "jax.jacfwd", chain.plan("forward")),
+            jax.jit(jacket.jacobian(chain, 1, order="forward")), (params, x0),
+            jax.jit(jax.jacfwd(chain, argnums=1)), "jax.jacfwd", planned("forward")),
         "Jacobian dy/dx, reverse (adjoints)": (
-            jax.jit(lambda p, xi: chain.jacobian(p, xi, "reverse")), (params, x0),
-            jax.jit(jax.jacrev(chain.apply, argnums=1)), "jax.jacrev", chain.plan("reverse")),
+            jax.jit(jacket.jacobian(chain, 1, order="reverse")), (params, x0),
+            jax.jit(jax.jacrev(chain, argnums=1)), "jax.jacrev", planned("reverse")),
         "Jacobian dy/dx, optimal plan": (
-            jax.jit(lambda p, xi: chain.jacobian(p, xi, "optimal")), (params, x0),
-            jax.jit(jax.jacrev(chain.apply, argnums=1)), "jax.jacrev", chain.plan("optimal")),
+            jax.jit(jacket.jacobian(chain, 1, order="optimal")), (params, x0),
+            jax.jit(jax.jacrev(chain, argnums=1)), "jax.jacrev", planned("optimal")),
     }
     rows = []
     for name, (ours, ours_args, ref, ref_name, plan) in candidates.items():
@@ -79,13 +82,13 @@ def run(args) -> int:
                      timed["median_s"]["jax"] * 1e3, timed["ratio"]["jacket"]))
     print(format_table(["jacket", "checked against", "max rel diff", "model fma", "jacket ms", "JAX ms",
                         "time ratio"], rows))
-    fwd, rev = chain.plan("forward"), chain.plan("reverse")
+    fwd, rev = planned("forward"), planned("reverse")
     print(f"\nThe output has {widths[-1]} entries and the input {widths[0]}: reverse needs {widths[-1]} adjoint "
           f"sweeps, forward {widths[0]} tangent sweeps, a model ratio of {fwd.fma / rev.fma:.1f}x.")
     print("(jitted, medians of 7 alternating rounds; time ratio = median of jacket/JAX within a round)\n")
-    print(chain.plan("optimal"))
+    print(planned("optimal"))
     bottleneck = jacket.mlp([1024, 1024, 16, 1024, 1024], activation="tanh")
-    plan = bottleneck.plan("optimal")
+    plan = jacket.plan(bottleneck, 1)(None, jax.ShapeDtypeStruct(bottleneck.in_shape, jnp.float32))
     print(f"\nOn a bottleneck chain {bottleneck.dims}, neither mode is good:\n")
     print(plan)
     # shaped inputs: a token sequence (T, d) through last-axis layers; the Jacobian is out + in shape
@@ -93,11 +96,12 @@ def run(args) -> int:
                        in_shape=(8, 16))
     seq_params = seq.init(k_params)
     tokens = jax.random.normal(k_x, seq.in_shape, jnp.float32)
-    seq_jac = jax.jit(lambda p, t: seq.jacobian(p, t, "optimal"))(seq_params, tokens)
-    seq_ref = jax.jit(jax.jacfwd(seq.apply, argnums=1))(seq_params, tokens)
+    seq_jac = jax.jit(jacket.jacobian(seq, 1))(seq_params, tokens)
+    seq_ref = jax.jit(jax.jacfwd(seq, argnums=1))(seq_params, tokens)
     seq_error = _rel(seq_jac, seq_ref)
     print(f"\nShaped inputs: {seq}\n  Jacobian shape {tuple(seq_jac.shape)} (out_shape + in_shape, as "
-          f"jax.jacfwd), optimal order {seq.plan().order}, max rel diff to jax.jacfwd {seq_error:.2e}")
+          f"jax.jacfwd), optimal order {jacket.plan(seq, 1)(seq_params, tokens).order}, max rel diff to "
+          f"jax.jacfwd {seq_error:.2e}")
     arch_errors = _architectures(k_params, k_x)
     memory_error = _memory(k_params, k_x)
     worst = max([r[2] for r in rows] + [seq_error] + arch_errors + [memory_error])
@@ -119,6 +123,7 @@ def _architectures(k_params, k_x) -> list:
     import jax
     import jax.numpy as jnp
 
+    import jacket
     from jacket._table import format_table
     from jacket.examples import architectures as arch
 
@@ -128,9 +133,9 @@ def _architectures(k_params, k_x) -> list:
     for name, chain in cases:
         params = chain.init(k_params)
         x = jax.random.normal(k_x, chain.in_shape, jnp.float32)
-        jac = jax.jit(lambda p, xi, c=chain: c.jacobian(p, xi, "optimal"))(params, x)
-        errors.append(_rel(jac, jax.jit(jax.jacfwd(chain.apply, argnums=1))(params, x)))
-        plan, fwd, rev = chain.plan("optimal"), chain.plan("forward"), chain.plan("reverse")
+        jac = jax.jit(jacket.jacobian(chain, 1))(params, x)
+        errors.append(_rel(jac, jax.jit(jax.jacfwd(chain, argnums=1))(params, x)))
+        plan, fwd, rev = (jacket.plan(chain, 1, order=o)(params, x) for o in ("optimal", "forward", "reverse"))
         rows.append((name, "×".join(map(str, chain.in_shape)) + " -> " + "×".join(map(str, chain.out_shape)),
                      plan.order, fwd.fma, rev.fma, plan.fma, min(fwd.fma, rev.fma) / plan.fma, errors[-1]))
     print("\nArchitectures with blocks (Residual, Chain inside Chain): every block is one factor whose "
@@ -141,7 +146,7 @@ def _architectures(k_params, k_x) -> list:
     print(f"\nThe transformer block at T = {block.in_shape[0]}, d = {block.in_shape[1]}, 4 heads: the Jacobian "
           f"of the MLP residual is accumulated by its own plan (rows 1.x), then the attention residual's "
           f"adjoint rule pulls all its rows back at once\n")
-    print(block.plan("optimal"))
+    print(jacket.plan(block, 1)(None, jax.ShapeDtypeStruct(block.in_shape, jnp.float32)))
     return errors
 
 
@@ -153,7 +158,7 @@ def _memory(k_params, k_x) -> float:
 
     import jacket
     from jacket._table import format_table
-    from jacket.planning import make_plan, smallest_limit
+    from jacket.planning import smallest_limit
     from jacket.planning._limit import call_bytes
     layers = []
     for _ in range(24):
@@ -161,20 +166,20 @@ def _memory(k_params, k_x) -> float:
     chain, batch = jacket.Chain(layers + [jacket.Dense(64, 2)]), 512
     params = chain.init(k_params)
     x = jax.random.normal(k_x, (batch, 64), jnp.float32)
-    free = make_plan(chain, "optimal")
+    free = jacket.plan(chain, 1)(params, x)
     top, floor = call_bytes(free, free.memory, batch), smallest_limit(chain, batch=batch)
     rows, worst = [], 0.0
-    want = jax.jit(jax.vmap(jax.jacfwd(chain.apply, argnums=1), in_axes=(None, 0)))(params, x)
+    want = jax.jit(jax.vmap(jax.jacfwd(chain, argnums=1), in_axes=(None, 0)))(params, x)
     for limit in (top, int((top * floor) ** 0.5), floor):
-        plan = make_plan(chain, "optimal", memory_limit=limit, batch=batch)
-        fn = jax.jit(lambda p, x, plan=plan: chain.jacobian(p, x, plan))
+        plan = jacket.plan(chain, 1, memory_limit=limit)(params, x)  # for the batch: x has 512 examples
+        fn = jax.jit(jax.vmap(jacket.jacobian(chain, 1, order=plan), in_axes=(None, 0)))
         m = fn.lower(params, x).compile().memory_analysis()
         xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
         worst = max(worst, _rel(fn(params, x), want))
         rows.append((f"{plan.memory_limit / 1e6:.3g}", plan.order, plan.chunk or "", plan.checkpoint or "",
                      f"{call_bytes(plan, plan.memory, batch) / 1e6:.3g}", f"{xla / 1e6:.3g}"))
     print(f"\nMemory limits: per-example Jacobians (2 × 64) of {len(chain)} layers for a batch of {batch}, "
-          f"planned to fit (chain.jacobian(..., memory_limit=): the bracketing, chunk size and checkpoints; "
+          f"planned to fit (jacket.plan(chain, 1, memory_limit=…)(params, x_batch), run under jax.vmap: the bracketing, chunk size and checkpoints; "
           f"the bytes model against XLA's compiled arguments + output + temporaries). Reverse mode's tape "
           f"is what a limit cuts here: checkpointed ADJ sweeps recompute it segment by segment.")
     print(format_table(["limit MB", "order", "chunk", "checkpoint", "model MB", "XLA MB"], rows))

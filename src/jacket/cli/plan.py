@@ -18,15 +18,16 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=tuple(ARCHITECTURES), default=None,
                         help="plan a named architecture instead: "
                              + "; ".join(f"{name}: {text}" for name, (_, text) in ARCHITECTURES.items()))
-    parser.add_argument("--act", default="tanh", choices=tuple(ACTIVATIONS) + ("none",),
-                        help="activation after every Dense layer but the last (default tanh)")
+    parser.add_argument("--act", default=None, choices=tuple(ACTIVATIONS) + ("none",),
+                        help="activation after every Dense layer but the last (default tanh; widths only)")
     parser.add_argument("--order", default="optimal",
                         help="forward | reverse | optimal | fastest (autotuned on this device) | a "
                              "bracketing such as '(J3 (J2 J1))', with inner orders for blocks such as "
                              "'J2[reverse] J1' (default optimal)")
     parser.add_argument("--wrt", choices=("x", "params"), default="x",
-                        help="the Jacobian with respect to the input (default) or the parameters "
-                             "(orders forward | reverse | optimal: the cheapest mixed segmentation)")
+                        help="the Jacobian with respect to the input (default; argnums=1) or the parameters "
+                             "(argnums=0; orders forward | reverse | optimal, the cheapest mixed segmentation, or "
+                             "segments such as 'adj(J5..J3) tan(J2 J1)')")
     parser.add_argument("--cost", choices=("fma", "calibrated"), default="fma",
                         help="what 'optimal' minimises and the table prices: fma (default, exact) or "
                              "calibrated (predicted time from this device's rates: `jacket calibrate`)")
@@ -54,17 +55,22 @@ def build_chain(widths, act):
 
 
 def parse_widths(text):
+    """The widths of ``jacket plan 784,1024,10``; a ValueError (printed by :func:`run`) otherwise."""
+    parts = text.replace(" ", "").split(",")
+    if any(not p for p in parts):
+        raise ValueError(f"widths must be comma-separated integers without gaps, got {text!r} "
+                         f"(an empty width at position {parts.index('') + 1})")
     try:
-        widths = [int(w) for w in text.replace(" ", "").split(",") if w]
+        widths = [int(w) for w in parts]
     except ValueError:
-        raise SystemExit(f"jacket plan: widths must be comma-separated integers, got {text!r}")
+        raise ValueError(f"widths must be comma-separated integers, got {text!r}") from None
     if len(widths) < 2 or min(widths) < 1:
-        raise SystemExit(f"jacket plan: need at least two positive widths, got {text!r}")
+        raise ValueError(f"need at least two positive widths, got {text!r}")
     return widths
 
 
 def _checkpoint(text):
-    """``--checkpoint``: K, sqrt, two-level or binomial:B, as ``chain.plan(checkpoint=)`` takes them."""
+    """``--checkpoint``: K, sqrt, two-level or binomial:B, as ``jacket.plan(checkpoint=)`` takes them."""
     if text is None or text in ("sqrt", "two-level"):
         return text
     name, _, budget = text.partition(":")
@@ -81,15 +87,30 @@ def run(args) -> int:
               f"({' | '.join(ARCHITECTURES)}), not both or neither")
         return 2
     if args.model:
+        if args.act is not None:
+            print(f"jacket plan: --act applies to a chain of widths, not to --model {args.model} (its "
+                  f"activations are part of the architecture)")
+            return 2
         from ..examples.architectures import build
         chain = build(args.model)
     else:
-        chain = build_chain(parse_widths(args.widths), args.act)
+        try:
+            widths = parse_widths(args.widths)
+        except ValueError as err:
+            print(f"jacket plan: {err}")
+            return 2
+        chain = build_chain(widths, args.act or "tanh")
+    if args.batch < 1:
+        print(f"jacket plan: --batch must be a positive number of examples, got {args.batch}")
+        return 2
+    import jax
+    import jacket
+    shape = chain.in_shape if args.batch == 1 else (args.batch,) + chain.in_shape
+    x = jax.ShapeDtypeStruct(shape, args.dtype)
     try:
         checkpoint = _checkpoint(args.checkpoint)
-        options = {} if args.wrt == "params" else {"dtype": args.dtype, "batch": args.batch}
-        plan = chain.plan(args.order, wrt=args.wrt, cost=None if args.cost == "fma" else args.cost,
-                          chunk=args.chunk, memory_limit=args.memory_limit, checkpoint=checkpoint, **options)
+        plan = jacket.plan(chain, 0 if args.wrt == "params" else 1, order=args.order, cost=args.cost,
+                           chunk=args.chunk, memory_limit=args.memory_limit, checkpoint=checkpoint)(None, x)
     except ValueError as err:
         print(f"jacket plan: {err}")
         return 2
@@ -102,7 +123,7 @@ def run(args) -> int:
         n = len(chain)
         left = "(" * (n - 1) + f"J{n}" + "".join(f" J{i})" for i in range(n - 1, 0, -1))
         right = "".join(f"(J{i} " for i in range(n, 1, -1)) + "J1" + ")" * (n - 1)
-        rows = [(name, chain.plan(o).fma, chain.plan(o).fma / plan.fma)
+        rows = [(name, jacket.plan(chain, 1, order=o)(None, x).fma, jacket.plan(chain, 1, order=o)(None, x).fma / plan.fma)
                 for name, o in [("forward", "forward"), ("reverse", "reverse"), ("left-nested", left),
                                 ("right-nested", right), ("optimal", "optimal")]]
         print("\n" + format_table(["order", "fma", "vs this plan"], rows))

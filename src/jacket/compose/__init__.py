@@ -1,13 +1,12 @@
-"""Compositions of layers: Chain, the MLP builder, backpropagation through a loss, and Jacobians
-with respect to the parameters (per-example gradients, the empirical NTK), and curvature
-products (Hessian- and Gauss-Newton-vector products, small dense Hessians)."""
-from ._backprop import value_and_grad
+"""Compositions of layers: Chain, the blocks (Residual, Parallel), the MLP builder, and the
+engine's sweeps through a chain (the tape, forward and reverse accumulation, their second-order
+forms, checkpointed reverse sweeps). Every composition is itself a layer."""
 from ._blocks import Block, Parallel, Residual
-from ._chain import Chain
-from ._curvature import ggn_vp, hessian, hvp
+from ._chain import Chain, missing_second_order, require_second_order
+from ._checkpoint import forward_boundaries, pull_checkpointed
 from ._mlp import mlp
-from ._params import ParamsPlan, params_jacobian, params_jacobian_costs, params_plan
-from ._per_example import ntk, ntk_costs, per_example_grads
+from ._sweeps import pull, pull_tangents, push, record, record_tangents
 
-__all__ = ["Chain", "Residual", "Parallel", "Block", "mlp", "value_and_grad", "params_jacobian",
-           "params_jacobian_costs", "params_plan", "ParamsPlan", "per_example_grads", "ntk", "ntk_costs", "hvp", "ggn_vp", "hessian"]
+__all__ = ["Chain", "Residual", "Parallel", "Block", "mlp", "record", "push", "pull", "record_tangents",
+           "pull_tangents", "forward_boundaries", "pull_checkpointed", "missing_second_order",
+           "require_second_order"]

@@ -18,8 +18,9 @@ def missing_second_order(layer, prefix=""):
             if found is not None:
                 return found
         return None
-    if hasattr(layer, "named_chains"):  # a block: its children, by name
-        for name, chain in layer.named_chains():
+    named = layer.named_chains() if hasattr(layer, "named_chains") else ()  # a plain layer: ()
+    if named:  # a block: its children, by name
+        for name, chain in named:
             found = missing_second_order(chain, f"{prefix} → {name} → " if prefix else f"{name} → ")
             if found is not None:
                 return found

@@ -11,9 +11,11 @@ input shape when the block is bound. Params are the body's params (``Residual``:
 one entry per layer of ``f``) or one such tuple per branch (``Parallel``).
 
 Costs come from the children: one tangent through a block costs its chains' tangents plus the
-merge; materialising its Jacobian costs each chain's own optimal plan (``block_plans``) plus the
-merge (``block_merge``). The outer planner takes a block as one factor, so the plans it
-considers never reach inside a block (notes/architectures.md says which plans that leaves out).
+merge. A block is a composite of the layer protocol: it exposes its chains (``inner_chains``)
+and how their Jacobians merge (``merge_structure`` for the planner, ``merge_jacobians`` for the
+executor); the planner plans each chain and takes the block as one factor of the outer plan, so
+the plans it considers never reach inside a block (notes/architectures.md says which plans that
+leaves out).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from functools import reduce
 
 import jax.numpy as jnp
 
-from ..core import Layer
+from ..core import Layer, size
 from ..operators import Structure, add, concatenate, plus_identity
 from ._chain import Chain, require_second_order
+from ._sweeps import pull, pull_tangents, push, record, record_tangents
 
 __all__ = ["Block", "Residual", "Parallel"]
 
@@ -41,8 +44,8 @@ def _as_chain(body, where) -> Chain:
 class Block(Layer):
     """Base of the blocks. Subclasses set ``self.chains`` (a tuple of Chains) and define the merge:
     ``_merge(x, outs)``, ``_merge_tangent(x, x_dot, outs, y_dots)``, ``_split(y_bar, chains)``,
-    ``_merge_cost``, ``_merge_operators`` and
-    ``block_merge``; params are mapped to one entry per chain by ``_per_chain``."""
+    ``_merge_cost``, ``merge_structure`` and ``merge_jacobians``; params are mapped to one entry
+    per chain by ``split_params``."""
 
     symbolic_zeros = True
     chains: tuple
@@ -51,7 +54,7 @@ class Block(Layer):
     def _with_chains(self, chains) -> "Block":  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _per_chain(self, params) -> tuple:
+    def split_params(self, params) -> tuple:
         return tuple(params)
 
     def _from_per_chain(self, per_chain):
@@ -71,6 +74,9 @@ class Block(Layer):
     def _bound(self, in_shape) -> tuple[Chain, ...]:
         return tuple(c.bind(tuple(in_shape)) for c in self.chains)
 
+    def inner_chains(self, in_shape):
+        return self._bound(in_shape)
+
     # ---- primal --------------------------------------------------------------------------
     def init(self, key):
         import jax
@@ -78,25 +84,33 @@ class Block(Layer):
         return self._from_per_chain(tuple(c.init(k) for c, k in zip(self.chains, keys)))
 
     def apply(self, params, x):
-        outs = [c.apply(p, x) for c, p in zip(self._for(x), self._per_chain(params))]
+        outs = [record(c, p, x)[0] for c, p in zip(self._for(x), self.split_params(params))]
         return self._merge(x, outs)
 
     def _for(self, x):
-        """The chains bound to x's example shape (the block may be used unbound, on its own)."""
+        """The chains bound to x's example shape (the block may be used unbound, on its own), its
+        output shape checked (a clear error for a Residual whose body changes the shape, or
+        Parallel branches that don't merge)."""
         if all(c.bound for c in self.chains):
-            return self.chains
-        shape = next((c.input_shape() for c in self.chains if c.input_shape() is not None), None)
-        if shape is None:
-            raise ValueError(f"{self!r} does not know its input shape: use it inside a Chain, or bind it "
-                             f"with .bind(in_shape)")
-        return self._bound(shape)
+            chains, shape = self.chains, self.chains[0].in_shape
+        else:
+            shape = next((c.input_shape() for c in self.chains if c.input_shape() is not None), None)
+            if shape is None:
+                raise ValueError(f"{self!r} does not know its input shape: use it inside a Chain, or bind it "
+                                 f"with .bind(in_shape)")
+            chains = self._bound(shape)
+        if tuple(x.shape[-len(shape):]) != tuple(shape) or x.ndim not in (len(shape), len(shape) + 1):
+            raise ValueError(f"{self!r}: x has shape {tuple(x.shape)}, but must have shape {tuple(shape)} "
+                             f"(one example) or (batch,) + {tuple(shape)}")
+        self.output_shape(shape)  # raises a clear ValueError when the merge does not fit
+        return chains
 
     # ---- rules ---------------------------------------------------------------------------
     def jvp(self, params, x, y, x_dot, params_dot=None):
-        per_dot = (None,) * len(self.chains) if params_dot is None else self._per_chain(params_dot)
+        per_dot = (None,) * len(self.chains) if params_dot is None else self.split_params(params_dot)
         outs, y_dots = [], []
-        for c, p, p_dot in zip(self._for(x), self._per_chain(params), per_dot):
-            out, out_dot = c.push(p, x, x_dot, p_dot)
+        for (name, _), c, p, p_dot in zip(self.named_chains(), self._for(x), self.split_params(params), per_dot):
+            out, out_dot = push(c, p, x, x_dot, p_dot, where=f"{name} → ")
             outs.append(out)
             y_dots.append(out_dot)
         return self._merge_tangent(x, x_dot, outs, y_dots)
@@ -105,8 +119,8 @@ class Block(Layer):
         chains = self._for(x)
         y_bars, x_bar = self._split(y_bar, chains)
         params_bar = []
-        for c, p, c_bar in zip(chains, self._per_chain(params), y_bars):
-            p_bar, c_x_bar = c._vjp_rule(p, x, None, c_bar)
+        for (name, _), c, p, c_bar in zip(self.named_chains(), chains, self.split_params(params), y_bars):
+            p_bar, c_x_bar = pull(c, p, record(c, p, x)[1], c_bar, where=f"{name} → ")
             params_bar.append(p_bar)
             x_bar = c_x_bar if x_bar is None else x_bar + c_x_bar
         return self._from_per_chain(params_bar), x_bar
@@ -125,42 +139,24 @@ class Block(Layer):
         y_bars, _ = self._split(y_bar, chains)
         y_bar_dots, x_bar_dot = (([None] * len(chains), None) if y_bar_dot is None
                                  else self._split(y_bar_dot, chains))
-        per_dot = (None,) * len(chains) if params_dot is None else self._per_chain(params_dot)
+        per_dot = (None,) * len(chains) if params_dot is None else self.split_params(params_dot)
         params_bar_dot = []
-        for c, p, p_dot, c_bar, c_bar_dot in zip(chains, self._per_chain(params), per_dot, y_bars, y_bar_dots):
-            tape, dots = c.record_tangents(p, x, x_dot, p_dot)
-            _, _, p_bar_dot, c_x_bar_dot = c.pull_tangents(p, tape, dots, p_dot, c_bar, c_bar_dot)
+        for (name, _), c, p, p_dot, c_bar, c_bar_dot in zip(self.named_chains(), chains, self.split_params(params),
+                                                             per_dot, y_bars, y_bar_dots):
+            tape, dots = record_tangents(c, p, x, x_dot, p_dot, where=f"{name} → ")
+            _, _, p_bar_dot, c_x_bar_dot = pull_tangents(c, p, tape, dots, p_dot, c_bar, c_bar_dot,
+                                                         where=f"{name} → ")
             params_bar_dot.append(p_bar_dot)
             x_bar_dot = c_x_bar_dot if x_bar_dot is None else x_bar_dot if c_x_bar_dot is None \
                 else x_bar_dot + c_x_bar_dot
         return self._from_per_chain(params_bar_dot), x_bar_dot
 
-    def jacobian(self, params, x, y):
-        return self._jacobian_rule(params, x, y)
-
-    def _jacobian_rule(self, params, x, y, plans=()):
-        from ..execute import jacobian_operator
-        chains = self._for(x)
-        plans = plans or tuple(c.plan("optimal") for c in chains)
-        ops = [jacobian_operator(c, plan, p, x) for c, plan, p in zip(chains, plans, self._per_chain(params))]
-        return self._merge_operators(ops, chains)
-
     # ---- costs ---------------------------------------------------------------------------
-    def block_plans(self, in_shape):
-        return tuple(c.plan("optimal") for c in self._bound(in_shape))
-
     def jvp_cost(self, in_shape):
         return sum(c.jvp_cost(in_shape) for c in self._bound(in_shape)) + self._merge_cost(in_shape)
 
     def vjp_cost(self, in_shape):
         return sum(c.vjp_cost(in_shape) for c in self._bound(in_shape)) + self._merge_cost(in_shape)
-
-    def jacobian_structure(self, in_shape):
-        return self.block_merge(in_shape, [p.root.structure for p in self.block_plans(in_shape)])[0]
-
-    def jacobian_cost(self, in_shape):
-        plans = self.block_plans(in_shape)
-        return sum(p.fma for p in plans) + self.block_merge(in_shape, [p.root.structure for p in plans])[1]
 
 
 class Residual(Block):
@@ -181,7 +177,7 @@ class Residual(Block):
     def _with_chains(self, chains):
         return Residual(chains[0])
 
-    def _per_chain(self, params):
+    def split_params(self, params):
         return (params,)
 
     def _from_per_chain(self, per_chain):
@@ -209,14 +205,13 @@ class Residual(Block):
         return [y_bar], y_bar  # the skip connection passes y_bar straight to x_bar
 
     def _merge_cost(self, in_shape):
-        from ..core import size
         return size(in_shape)
 
-    def block_merge(self, in_shape, structures):
+    def merge_structure(self, in_shape, structures):
         return structures[0].plus_identity()
 
-    def _merge_operators(self, ops, chains):
-        return plus_identity(ops[0])
+    def merge_jacobians(self, in_shape, operators):
+        return plus_identity(operators[0])
 
 
 class Parallel(Block):
@@ -291,10 +286,9 @@ class Parallel(Block):
         return jnp.split(y_bar, cuts, axis=a - ndim), None
 
     def _merge_cost(self, in_shape):
-        from ..core import size
         return 0 if self.merge == "concat" else (len(self.chains) - 1) * size(self.output_shape(in_shape))
 
-    def block_merge(self, in_shape, structures):
+    def merge_structure(self, in_shape, structures):
         if self.merge == "concat":
             rows = sum(s.rows for s in structures)
             return Structure("matrix", rows, structures[0].cols), 0
@@ -304,11 +298,11 @@ class Parallel(Block):
             cost += step
         return total, cost
 
-    def _merge_operators(self, ops, chains):
+    def merge_jacobians(self, in_shape, operators):
         if self.merge == "concat":
-            shapes = [c.out_shape for c in chains]
-            return concatenate(ops, shapes, ops[0].shape[1], self._example_axis(len(shapes[0])))
-        total = ops[0]
-        for op in ops[1:]:
+            shapes = [c.out_shape for c in self._bound(in_shape)]
+            return concatenate(operators, shapes, operators[0].shape[1], self._example_axis(len(shapes[0])))
+        total = operators[0]
+        for op in operators[1:]:
             total = add(total, op)[0]
         return total

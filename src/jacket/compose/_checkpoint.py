@@ -65,7 +65,8 @@ def pull_checkpointed(chain, params, kept, nodes, y_bar):
     boundary once the cotangent reaches it."""
     layers = chain.layers
     results, x_bar = pull_schedule(lambda t, a: layers[t].apply(params[t], a),
-                                   lambda t, x, y, y_bar: call_vjp(layers[t], params[t], x, y, y_bar),
+                                   lambda t, x, y, y_bar: call_vjp(layers[t], params[t], x, y, y_bar,
+                                                                   f"layer {t + 1}"),
                                    params, nodes, kept, y_bar)
     params_bar = [results[t] for t in range(len(layers))]
     return (params_bar if isinstance(params, list) else tuple(params_bar)), x_bar

@@ -12,13 +12,13 @@ __all__ = ["mlp"]
 def mlp(widths: Sequence[int], activation="tanh", *, bias: bool = True, final=None) -> Chain:
     """``Chain([Dense(n_0, n_1), act, Dense(n_1, n_2), act, …, Dense(n_{L-1}, n_L)])``.
 
-    ``activation``: a name (``"tanh"``, ``"relu"``, … from ``jacket.registry.ACTIVATIONS``), a
+    ``activation``: a name (``"tanh"``, ``"relu"``, … from ``jacket.layers.ACTIVATIONS``), a
     Layer class or instance, or ``None`` for a purely linear chain; ``final``: a layer appended
     after the last Dense (e.g. ``jacket.LogSoftmax()``). ``mlp([784, 512, 10])`` is a 784-512-10
     tanh network.
     """
     from ..layers import Dense
-    from ..registry import activation as make_activation
+    from ..layers import activation as make_activation
     widths = [positive_int(w, f"mlp width {i}") for i, w in enumerate(widths)]
     if len(widths) < 2:
         raise ValueError(f"mlp needs at least two widths (input and output), got {widths}")

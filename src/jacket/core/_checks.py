@@ -13,7 +13,7 @@ import numpy as np
 
 from ._shapes import split_batch
 
-__all__ = ["check_array", "check_input", "check_like", "check_params", "expected_params", "check_last_axis",
+__all__ = ["check_array", "check_input", "check_like", "check_params", "expected_params", "check_last_axis", "check_key",
            "last_axis_shape"]
 
 
@@ -119,3 +119,21 @@ def last_axis_shape(layer, in_shape, features: int):
     if in_shape[-1] != features:
         raise ValueError(f"{layer!r} takes inputs whose last axis has {features} entries, got shape {in_shape}")
     return in_shape
+
+
+def check_key(key, where: str):
+    """``key`` as a PRNG key (``jax.random.key(n)`` or ``jax.random.PRNGKey(n)``): an int or any
+    other value is a TypeError saying how to make one, instead of JAX's message about key shapes."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        raise TypeError(f"{where}: takes a PRNG key, got the int {key!r}: write jax.random.key({key!r})")
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        raise TypeError(f"{where}: takes a PRNG key (jax.random.key(0)), got {type(key).__name__}")
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if getattr(key, "ndim", 0) != 0:
+            raise ValueError(f"{where}: takes one PRNG key, got an array of keys of shape {tuple(key.shape)}")
+        return key
+    if tuple(getattr(key, "shape", ())) != (2,) or not jnp.issubdtype(dtype, jnp.unsignedinteger):
+        raise TypeError(f"{where}: takes a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), got an array "
+                        f"of shape {tuple(getattr(key, 'shape', ()))} and dtype {dtype}")
+    return key

@@ -17,9 +17,7 @@ Signatures (one convention for every rule, in the argument order of ``jax.vjp``)
 A ``Chain`` binds each layer to the shape it receives (``bind``): a layer that needs its input
 shape to work (``Flatten``, a block of layers) gets it there, and users never write it twice.
 
-The engine calls the rules through ``_jvp_rule``, ``_vjp_rule`` and ``_jacobian_rule`` (defaults:
-the three methods above). Only ``Chain`` overrides them, because its public ``jvp``, ``vjp`` and
-``jacobian`` keep the signatures of ``jax.jvp``, ``jax.vjp`` and ``jax.jacfwd``.
+The engine calls the rules through ``core/_tangents.py``, which checks what they return.
 Tangents are arrays shaped like their primals: the engine passes zeros where a tangent is absent
 (``core/_tangents.py``); a layer that sets ``symbolic_zeros = True`` receives ``None`` instead.
 
@@ -31,11 +29,18 @@ convention as ``vjp`` (``params_bar_dot`` summed over the batch). It is linear i
 tangents. Optional: ``has_second_order`` says whether a layer defines it, and the engine calls
 it through ``call_vjp_jvp`` (``core/_tangents.py``), as ``jvp`` through ``call_jvp``.
 
-Cost declaration, static (fma = multiply-adds, per vector, for one example of ``in_shape``)::
+Cost and memory declarations, static (fma = multiply-adds, per vector, for one example of
+``in_shape``)::
 
     jvp_cost(in_shape), vjp_cost(in_shape)  one tangent / one cotangent through the rule
     jacobian_structure(in_shape)            the Structure that ``jacobian`` returns
     jacobian_cost(in_shape)                 fma to materialise it
+    footprint(in_shape)                     what the rules hold and read, for the bytes model
+
+Everything the planner, the bytes model, the memory-limit search and checkpointing know about a
+layer comes from these declarations (and ``inner_chains`` for a composite); none of them looks
+at a class name. The defaults are honest: the costs of a dense map, and a footprint measured
+by compiling the rules alone at the shapes in use (``core/_footprint.py``).
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from ..operators import Diagonal, Matrix, Structure
+from ._footprint import Footprint, measure_footprint
 from ._shapes import size
 from ._static import Static
 from ._tangents import call_jvp, zeros_like_tree
@@ -142,24 +148,30 @@ class Layer(Static):
         columns = jax.vmap(lambda e: call_jvp(self, params, x, y, e, no_params))(units)
         return Matrix.transpose_of(columns.reshape(n, -1))  # one row per unit tangent, kept as made
 
-    # ---- what the engine calls ---------------------------------------------------------
-    def _jvp_rule(self, params, x, y, x_dot, params_dot):
-        return self.jvp(params, x, y, x_dot, params_dot)
-
-    def _vjp_rule(self, params, x, y, y_bar):
-        return self.vjp(params, x, y, y_bar)
-
-    def _vjp_jvp_rule(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
-        return self.vjp_jvp(params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot)
-
-    def _jacobian_rule(self, params, x, y, plans=()):
-        """The Jacobian at one example; ``plans``: the plans of a composite's blocks (unused here)."""
-        return self.jacobian(params, x, y)
-
-    def block_plans(self, in_shape) -> tuple:
-        """The plans that materialise this layer's Jacobian inside a chain's plan: one per block
-        of a composite (``Residual``, ``Parallel``, a nested ``Chain``), none for a plain layer."""
+    # ---- composites: layers made of chains (Chain, Residual, Parallel) ------------------------
+    def inner_chains(self, in_shape) -> tuple:
+        """The chains this layer is made of, bound to ``in_shape`` (a plain layer: none). The
+        planner plans each of them and merges their Jacobians (``merge_structure``,
+        ``merge_jacobians``); the bytes model walks them."""
         return ()
+
+    def split_params(self, params) -> tuple:
+        """A composite's params as one entry per inner chain."""
+        return ()
+
+    def named_chains(self) -> tuple:
+        """``(name, chain)`` pairs of a composite, the names used in paths
+        (``layer 3 → Residual → layer 2``); none for a plain layer."""
+        return ()
+
+    def merge_structure(self, in_shape, structures) -> tuple[Structure, int]:
+        """``(structure, fma)`` of this composite's Jacobian from its inner chains' Jacobian
+        structures (a residual's ``I +``, a sum, a stack)."""
+        raise NotImplementedError(f"{self!r} is not a composite")
+
+    def merge_jacobians(self, in_shape, operators):
+        """This composite's Jacobian (an operator) from its inner chains' Jacobians, one example."""
+        raise NotImplementedError(f"{self!r} is not a composite")
 
     # ---- cost declaration (fma) ------------------------------------------------------
     def jvp_cost(self, in_shape) -> int:
@@ -177,6 +189,12 @@ class Layer(Static):
     def jacobian_cost(self, in_shape) -> int:
         """fma to materialise the Jacobian. Default: n_in JVPs (the default ``jacobian``)."""
         return size(in_shape) * self.jvp_cost(in_shape)
+
+    def footprint(self, in_shape) -> Footprint:
+        """What the rules hold and read at one example of ``in_shape`` (:class:`Footprint`), for the
+        bytes model of plans. Default: measured once per layer and shape, by tracing the rules and
+        compiling them alone (``core/_footprint.py``); built-ins declare theirs."""
+        return measure_footprint(self, tuple(in_shape))
 
 
 @lru_cache(maxsize=1024)
@@ -243,3 +261,19 @@ class Elementwise(Layer):
 
     def jacobian_cost(self, in_shape):
         return size(in_shape)
+
+    def footprint(self, in_shape):
+        """A fusible loop holding f'(x) once for all vectors; it reads x and/or y as ``derivative``
+        does (traced, nothing runs)."""
+        n = size(in_shape)
+        return Footprint(fusible=True, reads=_derivative_reads(self, tuple(in_shape)), tangent=(0, n), adjoint=(0, n))
+
+
+@lru_cache(maxsize=1024)
+def _derivative_reads(layer, in_shape) -> frozenset:
+    """Which of x and y ``layer.derivative(x, y)`` reads, from its jaxpr."""
+    from ._footprint import _used_inputs
+    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
+    jaxpr = jax.make_jaxpr(layer.derivative)(x, x).jaxpr
+    used = _used_inputs(jaxpr, set(range(len(jaxpr.outvars))))
+    return frozenset(name for name, index in (("x", 0), ("y", 1)) if index in used)

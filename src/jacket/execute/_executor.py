@@ -1,44 +1,36 @@
 """Execute a plan: accumulate a chain's Jacobian with the layers' own rules, under ``jax.jit``.
 
 One forward pass records the activations x_0 … x_N; then the plan's root node runs
-(``planning/_nodes.py``: each node runs its children, then its own step). Nothing is
-materialised that the plan does not ask for. Shapes: the factors are flattened
-``(n_i, n_{i-1})`` operators; the result is reshaped to ``out_shape + in_shape``.
+(``planning/_nodes.py``, ``planning/_params.py``: each node runs its children, then its own
+step; a composite's JAC runs its chains' plans). Nothing is materialised that the plan does not
+ask for. Shapes: the input Jacobian's factors are flattened ``(n_i, n_{i-1})`` operators and the
+result is reshaped to ``out_shape + in_shape``; the parameter Jacobian is a pytree like params
+with leaves ``out_shape + leaf_shape``. Inputs are checked by the front door
+(``jacket.jacobian``); these functions take a plan made for the chain.
 """
 from __future__ import annotations
 
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 
-from ..core._checks import check_input
-from ..core._shapes import split_batch
+from ..compose import record
 from ..operators import LinearOperator
-from ..planning import Execution, Plan, make_plan
+from ..planning import Execution, Plan
 from .sharding import pad_rows, replicate, seed_sharding, split_examples
 
-__all__ = ["jacobian", "jacobian_operator"]
+__all__ = ["input_jacobian", "params_jacobian", "jacobian_operator"]
 
 
-def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None, memory_limit=None, checkpoint=None):
-    """Dense Jacobian of ``chain`` at ``x``: ``s_N + s_0`` for one example, ``(batch,) + s_N + s_0``
-    for a batch, accumulated as ``order`` says.
+def input_jacobian(chain, plan: Plan, params, x, batched: bool = False, mesh=None):
+    """Dense Jacobian of ``chain`` with respect to its input at ``x``: ``s_N + s_0`` for one
+    example, ``(batch,) + s_N + s_0`` (each example's own) when ``batched``.
 
-    With a ``jax.sharding.Mesh`` and one example, the plan is made for ``mesh.size`` devices and
-    the seeds of every TAN/ADJ step are split across them (padded to a multiple of the device
-    count). With a batch, the examples are split across the devices instead, and each device
-    runs the one-device plan on its examples: the plan is made for what runs. ``chunk``,
-    ``checkpoint`` and ``memory_limit``: as ``make_plan`` (the limit for x's dtype and examples per device)."""
-    chain.check_params(params, "Chain.jacobian")
-    x = check_input(x, chain.in_shape, "Chain.jacobian")
-    batched = bool(split_batch(x.shape, chain.in_shape, "Chain.jacobian"))
-    if chunk is not None and mesh is not None:
-        raise ValueError("Chain.jacobian: chunk= and mesh= don't combine (a mesh already splits the seeds)")
-    examples = x.shape[0] if batched else 1
-    if mesh is not None and batched:
-        examples = -(-examples // mesh.size)
-    plan = make_plan(chain, order, mesh.size if mesh is not None and not batched else 1, dtype=x.dtype,
-                     memory_limit=memory_limit, chunk=chunk, batch=examples, checkpoint=checkpoint)
+    With a ``jax.sharding.Mesh`` and one example, the plan is one made for ``mesh.size`` devices
+    and the seeds of every TAN/ADJ step are split across them (padded to a multiple of the
+    device count). With a batch, the examples are split across the devices instead, and each
+    device runs the one-device plan on its examples."""
     truth = _truth(params, x) if plan.checkpoint is not None else None
     if mesh is None:
         if batched:
@@ -49,6 +41,27 @@ def jacobian(chain, params, x, order="optimal", mesh=None, chunk=None, memory_li
         return _dense(chain, plan, params, replicate(x, mesh), mesh, truth)
     count = x.shape[0]
     return _batched(chain, plan, params, split_examples(x, mesh), truth)[:count]
+
+
+def params_jacobian(chain, plan: Plan, params, x, batched: bool = False):
+    """The Jacobian of ``chain(params, x)`` with respect to ``params`` by ``plan`` (``argnums=0``):
+    a pytree like ``params`` with leaves ``s_N + leaf_shape`` for one example, ``(batch,) + s_N +
+    leaf_shape`` when ``batched`` (each example its own), in the dtype of the output."""
+    if batched:
+        return jax.vmap(lambda xi: _params_one(chain, plan, params, xi))(x)
+    return _params_one(chain, plan, params, x)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _params_one(chain, plan, params, x):
+    y, tape = record(chain, params, x)
+    out = [jax.tree_util.tree_map(lambda a: jnp.zeros(y.shape + a.shape, y.dtype), p) for p in params]
+    if plan.root is not None:
+        ctx = Execution(chain.layers, chain.shapes, params, tape, lambda rule, seeds: jax.vmap(rule)(seeds))
+        for t, tree in plan.root.run(ctx).outs.items():
+            out[t - 1] = jax.tree_util.tree_map(lambda leaf: leaf.reshape(y.shape + leaf.shape[1:]).astype(y.dtype),
+                                                tree)
+    return type(params)(out) if isinstance(params, (tuple, list)) else tuple(out)
 
 
 def _truth(params, x):
@@ -78,7 +91,7 @@ def _one(chain, plan, params, x, mesh, truth=None):
 
 
 def _run(chain, plan, params, x, mesh, truth=None):
-    y, tape = chain.forward(params, x)
+    y, tape = record(chain, params, x)
     sweep = partial(_sweep, mesh=mesh, chunk=plan.chunk)
     return plan.root.run(Execution(chain.layers, chain.shapes, params, tape, sweep, plan.checkpoint, truth)), y
 

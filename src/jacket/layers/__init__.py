@@ -7,7 +7,9 @@ from ._conv import AvgPool2D, Conv1D, Conv2D, MaxPool2D
 from ._dense import Dense
 from ._embedding import PositionEmbedding
 from ._norm import LayerNorm
+from ._lookup import ACTIVATIONS, PARAMETER_FREE, activation
 from ._reshape import Flatten, Reshape
 
 __all__ = ["Dense", "Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax", "LogSoftmax", "LayerNorm", "Flatten", "Reshape",
-           "Conv1D", "Conv2D", "AvgPool2D", "MaxPool2D", "MultiHeadSelfAttention", "PositionEmbedding"]
+           "Conv1D", "Conv2D", "AvgPool2D", "MaxPool2D", "MultiHeadSelfAttention", "PositionEmbedding",
+           "ACTIVATIONS", "PARAMETER_FREE", "activation"]

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from ..core import Elementwise, Layer, size
+from ..core import Elementwise, Footprint, Layer, size
 from ..operators import Structure, blocks_plus_low_rank
 
 __all__ = ["Tanh", "Sigmoid", "ReLU", "Softplus", "GELU", "Softmax", "LogSoftmax"]
@@ -89,7 +89,8 @@ class GELU(Elementwise):
 
 class _LastAxisLowRank(Layer):
     """Shared shapes and cost declaration of the softmax family, over the last axis of any shape:
-    the Jacobian is diagonal plus rank one per position (rank T for a ``(T, n)`` input)."""
+    the Jacobian is diagonal plus rank one per position (block diagonal, one block per position,
+    for a ``(T, n)`` input)."""
 
     symbolic_zeros = True
 
@@ -101,10 +102,15 @@ class _LastAxisLowRank(Layer):
 
     def jacobian_structure(self, in_shape):
         n = size(in_shape)
-        return Structure("dplr", n, n, n // in_shape[-1])
+        return Structure("dplr", n, n, 1, blocks=n // in_shape[-1])
 
     def jacobian_cost(self, in_shape):
-        return size(in_shape) * (size(in_shape) // in_shape[-1])  # U and V, block by block
+        return size(in_shape)  # the vectors U and V are s (or ones), one entry each
+
+    def footprint(self, in_shape):
+        """A fusible loop over the last axis reading the output s, holding one vector for all seeds."""
+        n = size(in_shape)
+        return Footprint(fusible=True, reads={"y"}, tangent=(0, n), adjoint=(0, n))
 
 
 class Softmax(_LastAxisLowRank):

@@ -20,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..core import Layer, positive_int
+from ..core import Footprint, Layer, positive_int, size
 from ..core._checks import check_array
 from ._activations import Softmax
 
@@ -266,3 +266,9 @@ class MultiHeadSelfAttention(Layer):
         # The transposes, step by step: T d² (O_bar) + 2 T² d (A_bar, V_bar) + 2 H T² (Softmax)
         # + H T² (c) + 2 T² d (Q_bar, K_bar) + 3 T d² (x_bar): the same count.
         return self.jvp_cost(in_shape)
+
+    def footprint(self, in_shape):
+        """Reads x (Q, K, V and the scores are recomputed from it); per vector q, k, v, their
+        tangents and the scores, one vector once (fitted to XLA's CPU buffer assignment)."""
+        n = size(in_shape)
+        return Footprint(reads={"x"}, tangent=(6 * n, n), adjoint=(6 * n, n))

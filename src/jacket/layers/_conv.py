@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import Layer, positive_int, size
+from ..core import Footprint, Layer, positive_int, size
 from ..core._checks import check_array
 from ..operators import Matrix
 
@@ -252,6 +252,12 @@ class _Conv(_Spatial):
     def jacobian_cost(self, in_shape):
         return min(size(in_shape), size(self.output_shape(in_shape))) * self.jvp_cost(in_shape)
 
+    def footprint(self, in_shape):
+        """Linear in x; the VJP transposes the layout of both sides per vector (read off XLA's CPU
+        buffer assignment); the bias is never read by the input-Jacobian rules."""
+        n, m = size(in_shape), size(self.output_shape(in_shape))
+        return Footprint(reads=(), adjoint=(n + m, 0), unread_params=self.out_channels if self.bias else 0)
+
 
 class Conv1D(_Conv):
     """1-D convolution (cross-correlation, as ``lax``) on ``(C, L)`` or ``(B, C, L)``.
@@ -316,6 +322,10 @@ class _Pool2D(_Spatial):
         out = size(self.output_shape(in_shape))
         return min(size(in_shape) * self.jvp_cost(in_shape), out * self.vjp_cost(in_shape))
 
+    def footprint(self, in_shape):
+        """Average pooling is linear in x; the VJP pads each window's part to the input's size."""
+        return Footprint(reads=(), adjoint=(size(in_shape), 0))
+
 
 class AvgPool2D(_Pool2D):
     """Mean over each ``window`` (int or pair), moved by ``stride`` (default: the window; windows
@@ -378,6 +388,11 @@ class MaxPool2D(_Pool2D):
         # piecewise linear: the choice of maximum is locally constant (almost everywhere), so x_dot
         # moves nothing and x_bar_dot = y_bar_dot scattered through the same choice (0 if None)
         return {}, jnp.zeros_like(x) if y_bar_dot is None else self.vjp(params, x, y, y_bar_dot)[1]
+
+    def footprint(self, in_shape):
+        """Reads x (which entry of each window is the maximum); the VJP pads a selection to the
+        input's size per vector."""
+        return Footprint(reads={"x"}, adjoint=(size(in_shape), 0))
 
     def jvp_cost(self, in_shape):
         return size(self.output_shape(in_shape))  # one selected entry per output

@@ -4,9 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..core import Layer, positive_int, size
+from ..core import Footprint, Layer, positive_int, size
 from ..core._checks import check_last_axis, last_axis_shape
-from ..operators import Matrix, Structure
+from ..operators import Kronecker, Matrix, Structure
 
 __all__ = ["Dense"]
 
@@ -21,8 +21,8 @@ class Dense(Layer):
 
     x: ``(…, in_features)`` -> y: ``(…, out_features)``; a vector ``(in_features,)`` is the usual
     case, a sequence ``(T, in_features)`` applies the same map to every position. Jacobian with
-    respect to one vector: ``wᵀ``, shape ``(out_features, in_features)``, free to materialise
-    (for ``(T, in)``: ``I_T ⊗ wᵀ``).
+    respect to one vector: ``wᵀ``, shape ``(out_features, in_features)``, free to materialise;
+    for ``(T, in)``: ``I_T ⊗ wᵀ``, a :class:`~jacket.operators.Kronecker` holding w itself.
     """
 
     symbolic_zeros = True
@@ -107,15 +107,20 @@ class Dense(Layer):
     def jacobian(self, params, x, y):
         if x.ndim == 1:
             return Matrix.transpose_of(params["w"])
-        positions = x.size // self.in_features
-        return Matrix(jnp.kron(jnp.eye(positions, dtype=params["w"].dtype), params["w"].T))
+        return Kronecker(params["w"], x.size // self.in_features, transposed=True)
 
     def jvp_cost(self, in_shape):
         return size(in_shape[:-1]) * self.in_features * self.out_features
 
     def jacobian_structure(self, in_shape):
         positions = size(in_shape[:-1])
-        return Structure("matrix", positions * self.out_features, positions * self.in_features)
+        return Structure("matrix", positions * self.out_features, positions * self.in_features, blocks=positions,
+                         shared=True)
 
     def jacobian_cost(self, in_shape):
-        return 0  # wᵀ is already there (I ⊗ wᵀ is a copy)
+        return 0  # wᵀ is already there (I ⊗ wᵀ too: w held once)
+
+    def footprint(self, in_shape):
+        """Linear in x (the rules read w only), a product per vector and nothing more; its Jacobian
+        is w, an argument; the bias is never read by the input-Jacobian rules."""
+        return Footprint(reads=(), jacobian_is_argument=True, unread_params=self.out_features if self.bias else 0)

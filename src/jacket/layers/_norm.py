@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..core import Layer, positive_int, size
+from ..core import Footprint, Layer, positive_int, size
 from ..core._checks import check_last_axis, last_axis_shape
 from ..operators import Structure, blocks_plus_low_rank
 
@@ -117,7 +117,12 @@ class LayerNorm(Layer):
 
     def jacobian_structure(self, in_shape):
         n = size(in_shape)
-        return Structure("dplr", n, n, 2 * (n // self.features))
+        return Structure("dplr", n, n, 2, blocks=n // self.features)
 
     def jacobian_cost(self, in_shape):
-        return 2 * size(in_shape) * (size(in_shape) // self.features)
+        return 2 * size(in_shape)  # scale·r, and the two columns of U
+
+    def footprint(self, in_shape):
+        """A fusible loop over the last axis reading x (its statistics recomputed), one vector held."""
+        n = size(in_shape)
+        return Footprint(fusible=True, reads={"x"}, tangent=(0, n), adjoint=(0, n), unread_params=self.features)

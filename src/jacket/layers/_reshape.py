@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..core import Layer, as_shape, size
+from ..core import Footprint, Layer, as_shape, size
 from ..core._shapes import split_batch
 from ..operators import Diagonal, Structure
 
@@ -78,6 +78,10 @@ class Reshape(Layer):
 
     def jacobian_cost(self, in_shape):
         return 0
+
+    def footprint(self, in_shape):
+        """A view of its input: no buffer, nothing read."""
+        return Footprint(reads=(), view=True)
 
 
 class Flatten(Reshape):

@@ -7,13 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core._checks import check_array, check_like
-from ._loss import Loss
+from ._loss import Loss, check_nonempty
 
 __all__ = ["MeanSquaredError", "BinaryCrossEntropyWithLogits", "SoftmaxCrossEntropy"]
 
 
 class MeanSquaredError(Loss):
     """``mean((pred - target)²)`` over all elements; gradient ``2 (pred - target) / size``."""
+
+    mean_over_batch = True
 
     def apply(self, pred, target):
         self.check(pred, target)
@@ -35,6 +37,8 @@ class BinaryCrossEntropyWithLogits(Loss):
     """``mean(softplus(z) - t z)`` over all elements for logits ``z`` and targets ``t`` in [0, 1]
     (stable form ``max(z, 0) - t z + log1p(e^{-|z|})``). Gradient ``(σ(z) - t) / size``:
     logistic regression's ``Xᵀ(p - y)/N`` once pulled back through a Dense layer."""
+
+    mean_over_batch = True
 
     def apply(self, pred, target):
         self.check(pred, target)
@@ -58,13 +62,16 @@ class SoftmaxCrossEntropy(Loss):
     with integer labels ``(…)``: ``(batch, classes)`` with ``(batch,)``, ``(classes,)`` with a
     scalar, ``(batch, T, classes)`` with ``(batch, T)``. Gradient ``(softmax(z) - onehot) / positions``.
 
-    Labels outside ``[0, classes)`` raise a ValueError when they are concrete (eager calls).
-    Under ``jax.jit`` they cannot be checked: the value is then NaN (the picked logit is read as
-    NaN), never a plausible number, and the gradient at that position lacks its ``-1``.
+    Labels outside ``[0, classes)`` raise a ValueError when they are concrete (eager calls, and
+    ``jacket.per_example_grads`` checks the whole batch before its ``vmap``). Under ``jax.jit`` they
+    cannot be checked: the value is then NaN (the picked logit is read as NaN) and so is the
+    gradient of every position with such a label, never a plausible number.
     """
 
+    mean_over_batch = True
+
     def check(self, pred, target):
-        check_array(pred, repr(self), "pred")
+        check_nonempty(check_array(pred, repr(self), "pred"), self)
         if pred.ndim < 1:
             raise ValueError(f"{self!r}: logits must have a classes axis, got shape {tuple(pred.shape)}")
         target_shape = tuple(getattr(target, "shape", jnp.shape(target)))
@@ -100,9 +107,12 @@ class SoftmaxCrossEntropy(Loss):
         # softmax − onehot, written as a scatter-add of −1 at the labels: subtracting a one-hot
         # matrix instead made the whole jitted backward pass of an MLP about 15-20% slower on
         # CPU (benchmarks/README.md, "what the HLO showed"), with the same dots.
-        s = jax.nn.softmax(pred, axis=-1).reshape(-1, pred.shape[-1])
-        rows = jnp.arange(s.shape[0])
-        grad = s.at[rows, jnp.asarray(target).reshape(-1)].add(-1.0).reshape(pred.shape)
+        classes = pred.shape[-1]
+        s = jax.nn.softmax(pred, axis=-1).reshape(-1, classes)
+        rows, labels = jnp.arange(s.shape[0]), jnp.asarray(target).reshape(-1)
+        grad = s.at[rows, labels].add(-1.0)
+        # a label outside [0, classes) (only possible under jit, see check): NaN, as the value
+        grad = jnp.where(((labels >= 0) & (labels < classes))[:, None], grad, jnp.nan).reshape(pred.shape)
         return (value_bar / self._positions(pred)) * grad
 
     def hvp(self, pred, target, pred_dot):

@@ -15,7 +15,15 @@ import jax.numpy as jnp
 from ..core._checks import check_array, check_like
 from ..core._static import Static
 
-__all__ = ["Loss"]
+__all__ = ["Loss", "check_nonempty"]
+
+
+def check_nonempty(pred, loss):
+    """A loss of no examples is no number (0 for a sum, NaN for a mean): a ValueError instead."""
+    if 0 in tuple(pred.shape):
+        raise ValueError(f"{loss!r}: pred has shape {tuple(pred.shape)}, with no entries: a loss needs at least "
+                         f"one example (an empty batch?)")
+    return pred
 
 
 class Loss(Static):
@@ -23,11 +31,17 @@ class Loss(Static):
 
     Equal and hashed by type and configuration (static values only), so a loss can be a static
     argument of ``jax.jit``. ``jvp`` defaults to ``⟨vjp(1), pred_dot⟩``, exact for a scalar output.
+
+    ``mean_over_batch``: whether the value of a batch is the mean of the values of equal parts of
+    it (every built-in: a mean over examples, positions or elements); then a gradient may be
+    accumulated over chunks of the batch (``jacket.value_and_grad(…, memory_limit=)``).
     """
+
+    mean_over_batch = False
 
     def check(self, pred, target):
         """Raise a clear error if ``pred`` and ``target`` don't fit together."""
-        check_array(pred, repr(self), "pred")
+        check_nonempty(check_array(pred, repr(self), "pred"), self)
         check_like(target, pred, repr(self), "target", "pred")
 
     def apply(self, pred, target):  # pragma: no cover - abstract

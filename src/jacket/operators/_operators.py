@@ -140,15 +140,31 @@ class Diagonal(LinearOperator):
 
 @jax.tree_util.register_pytree_node_class
 class DiagonalPlusLowRank(LinearOperator):
-    """``diag(d) + U Vᵀ`` with ``d`` of shape ``(n,)`` and ``U``, ``V`` of shape ``(n, k)``."""
+    """``diag(d) + U Vᵀ`` with ``d`` of shape ``(n,)`` and ``U``, ``V`` of shape ``(n, k)``; or block
+    diagonal, ``⊕_t (diag(d_t) + U_t V_tᵀ)`` with ``U``, ``V`` of shape ``(T, n / T, k)`` (rank k per
+    block: a last-axis layer on a ``(T, d)`` sequence)."""
 
     def __init__(self, diagonal, u, v):
         self.diagonal, self.u, self.v = diagonal, u, v
-        n, k = u.shape[-2:]
-        self.structure = Structure(LOWRANK, n, n, k)
+        self.structure = _dplr_structure(diagonal, u)
+
+    @property
+    def blocks(self) -> int:
+        return self.structure.blocks
+
+    def factors3(self):
+        """``(d, U, V)`` with a block axis: ``(T, p)``, ``(T, p, k)``, ``(T, p, k)`` (T = 1 unblocked)."""
+        count = self.blocks
+        d = self.diagonal.reshape(count, -1)
+        u, v = (a if a.ndim == 3 else a[None] for a in (self.u, self.v))
+        return d, u, v
 
     def to_dense(self):
-        return jnp.diag(self.diagonal) + self.u @ self.v.T
+        if self.blocks == 1:
+            return jnp.diag(self.diagonal) + self.u @ self.v.T
+        d, u, v = self.factors3()
+        blocks = jax.vmap(jnp.diag)(d) + jnp.einsum("tpk,tqk->tpq", u, v)
+        return _block_diagonal_dense(blocks)
 
     @property
     def T(self):
@@ -161,9 +177,43 @@ class DiagonalPlusLowRank(LinearOperator):
     def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
         obj.diagonal, obj.u, obj.v = children
-        shape = obj.u.shape[-2:] if hasattr(obj.u, "shape") else (0, 0)
-        obj.structure = Structure(LOWRANK, shape[0], shape[0], shape[1])
+        obj.structure = _dplr_structure(obj.diagonal, obj.u) if hasattr(obj.u, "shape") else \
+            Structure(LOWRANK, 1, 1, 1)
         return obj
+
+
+def _dplr_structure(diagonal, u) -> Structure:
+    n = diagonal.shape[-1]
+    if u.ndim == 3:
+        return Structure(LOWRANK, n, n, u.shape[-1], u.shape[0])
+    return Structure(LOWRANK, n, n, u.shape[-1])
+
+
+def _block_diagonal_dense(blocks):
+    """The dense matrix with the ``(T, p, q)`` blocks on its diagonal (placed, not multiplied)."""
+    count, p, q = blocks.shape
+    if count == 1:
+        return blocks[0]
+    index = jnp.arange(count)
+    out = jnp.zeros((count, p, count, q), blocks.dtype).at[index, :, index, :].set(blocks)
+    return out.reshape(count * p, count * q)
+
+
+def unblock(op) -> LinearOperator:
+    """``op`` without blocks (``Structure.unblocked``): a block-diagonal dplr as one dplr whose
+    factors are embedded block by block (zeros elsewhere), dense blocks as a dense matrix."""
+    if op.structure.blocks == 1:
+        return op
+    if isinstance(op, DiagonalPlusLowRank):
+        _, u, v = op.factors3()
+        count, p, k = u.shape
+        index = jnp.arange(count)
+
+        def embed(a):  # (T, p, k) -> (T·p, T·k), zero off the diagonal blocks
+            out = jnp.zeros((count, p, count, k), a.dtype).at[index, :, index, :].set(a)
+            return out.reshape(count * p, count * k)
+        return DiagonalPlusLowRank(op.diagonal, embed(u), embed(v))
+    return Matrix(op.to_dense())
 
 
 def as_operator(a) -> LinearOperator:
@@ -178,14 +228,9 @@ def as_operator(a) -> LinearOperator:
 
 def blocks_plus_low_rank(diagonal, u, v) -> DiagonalPlusLowRank:
     """The block-diagonal operator ``⊕_t (diag(d_t) + U_t V_tᵀ)`` over the leading axis of
-    ``diagonal (T, n)``, ``u (T, n, k)``, ``v (T, n, k)``, as one ``diag + U Vᵀ`` of size ``T·n``
-    and rank ``T·k`` (row-major flattening, block t at rows t·n … t·n + n - 1). The Jacobian of a
-    last-axis layer (softmax, LayerNorm) on a ``(T, n)`` input; with T = 1, the vector case."""
-    count, n, k = u.shape
-    eye = jnp.eye(count, dtype=u.dtype)
-
-    def embed(a):  # (T, n, k) -> (T·n, T·k), zero off the diagonal blocks
-        return (a[:, :, None, :] * eye[:, None, :, None]).reshape(count * n, count * k)
-    if count == 1:
+    ``diagonal (T, n)``, ``u (T, n, k)``, ``v (T, n, k)``: rank k per block (row-major flattening,
+    block t at rows t·n … t·n + n - 1). The Jacobian of a last-axis layer (softmax, LayerNorm) on a
+    ``(T, n)`` input; with T = 1, the vector case (plain ``diag + U Vᵀ``)."""
+    if u.shape[0] == 1:
         return DiagonalPlusLowRank(diagonal.reshape(-1), u[0], v[0])
-    return DiagonalPlusLowRank(diagonal.reshape(-1), embed(u), embed(v))
+    return DiagonalPlusLowRank(diagonal.reshape(-1), u, v)

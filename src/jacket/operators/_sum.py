@@ -8,32 +8,56 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._operators import Diagonal, DiagonalPlusLowRank, LinearOperator, Matrix
+from ._blocks import BlockDiagonal, Kronecker, as_blocks
+from ._operators import Diagonal, DiagonalPlusLowRank, LinearOperator, Matrix, unblock
+from ._structure import MATRIX
 
 __all__ = ["add", "plus_identity", "concatenate"]
 
 
-def _parts(op):
-    """``(d, u, v)`` of a structured operator, ``u = v = None`` for a diagonal."""
+def _parts(op, count):
+    """``(d, u, v)`` of a diagonal or dplr operator with a block axis, ``u = v = None`` for a diagonal."""
+    if isinstance(op, Diagonal):
+        return op.diagonal.reshape(count, -1), None, None
+    return op.factors3()
+
+
+def _plain(op):
     if isinstance(op, Diagonal):
         return op.diagonal, None, None
     return op.diagonal, op.u, op.v
 
 
 def add(a: LinearOperator, b: LinearOperator) -> tuple[LinearOperator, int]:
-    """``(a + b, cost)``: diagonals add, low-rank factors are concatenated (ranks add); a dense
-    term makes the sum dense."""
+    """``(a + b, cost)``: diagonals add, low-rank factors are concatenated (ranks add), block
+    diagonals add block by block; a dense term (or blocks that don't match) makes the sum dense."""
     structure, cost = a.structure.add(b.structure)
-    if isinstance(a, Matrix) or isinstance(b, Matrix):
+    if not a.structure.compatible(b.structure):
+        a, b = unblock(a), unblock(b)
+    if structure.dense_plain:
         out = Matrix(a.to_dense() + b.to_dense())
-    else:
-        (d1, u1, v1), (d2, u2, v2) = _parts(a), _parts(b)
+    elif structure.kind == MATRIX:
+        if isinstance(a, Kronecker) and isinstance(b, Kronecker):
+            out = Kronecker(a.block + b.block, a.count)
+        else:
+            out = BlockDiagonal(as_blocks(a, structure.blocks) + as_blocks(b, structure.blocks))
+    elif structure.blocks == 1 and structure.kind != MATRIX:
+        (d1, u1, v1), (d2, u2, v2) = _plain(a), _plain(b)
         us = [u for u in (u1, u2) if u is not None]
         vs = [v for v in (v1, v2) if v is not None]
+        out = Diagonal(d1 + d2) if not us else \
+            DiagonalPlusLowRank(d1 + d2, jnp.concatenate(us, axis=1), jnp.concatenate(vs, axis=1))
+    else:
+        count = structure.blocks
+        (d1, u1, v1), (d2, u2, v2) = _parts(a, count), _parts(b, count)
+        us = [u for u in (u1, u2) if u is not None]
+        vs = [v for v in (v1, v2) if v is not None]
+        d = (d1 + d2).reshape(-1)
         if not us:
-            out = Diagonal(d1 + d2)
+            out = Diagonal(d)
         else:
-            out = DiagonalPlusLowRank(d1 + d2, jnp.concatenate(us, axis=1), jnp.concatenate(vs, axis=1))
+            u, v = jnp.concatenate(us, axis=2), jnp.concatenate(vs, axis=2)
+            out = DiagonalPlusLowRank(d, u, v) if count > 1 else DiagonalPlusLowRank(d, u[0], v[0])
     assert out.structure == structure, (out.structure, structure)
     return out, cost
 
@@ -43,8 +67,14 @@ def plus_identity(op: LinearOperator) -> LinearOperator:
     if isinstance(op, Matrix):
         dense = op.to_dense()
         return Matrix(dense + jnp.eye(dense.shape[0], dtype=dense.dtype))
-    d, u, v = _parts(op)
-    return Diagonal(d + 1) if u is None else DiagonalPlusLowRank(d + 1, u, v)
+    if isinstance(op, Kronecker):
+        block = op.block
+        return Kronecker(block + jnp.eye(block.shape[0], dtype=block.dtype), op.count)
+    if isinstance(op, BlockDiagonal):
+        return BlockDiagonal(op.stored + jnp.eye(op.stored.shape[1], dtype=op.stored.dtype)[None])
+    if isinstance(op, Diagonal):
+        return Diagonal(op.diagonal + 1)
+    return DiagonalPlusLowRank(op.diagonal + 1, op.u, op.v)
 
 
 def concatenate(blocks, out_shapes, in_size: int, axis: int) -> Matrix:

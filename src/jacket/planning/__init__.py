@@ -6,8 +6,8 @@ from ._limit import parse_bytes, smallest_limit
 from ._memory import MemoryEstimate
 from ._model import Model
 from ._nodes import Adj, Execution, Jac, Mul, Node, Tan
-from ._orders import format_order, parse_order
+from ._orders import parse_order
 from ._plan import Plan, make_plan, optimal_plan
 
 __all__ = ["Plan", "make_plan", "optimal_plan", "CostModel", "FMA", "CalibratedCost", "Rates", "Model", "Node", "Jac", "Tan", "Adj", "Mul", "Execution",
-           "parse_order", "format_order", "MemoryEstimate", "smallest_limit", "parse_bytes"]
+           "parse_order", "MemoryEstimate", "smallest_limit", "parse_bytes"]

@@ -5,7 +5,7 @@ nodes carry (widths, the rules' declared fma, the Jacobian structures), in a for
 programme can use: every term is a per-class multiplier times an fma or float count, so sums
 over factors stay prefix sums and the seeded sweeps stay running minima (``_dp.py``).
 
-* :class:`FmaCost` (``cost="fma"``, the default): ticks = fma. Exact, machine-independent; the
+* :data:`FMA` (``cost="fma"``, the default): ticks = fma. Exact, machine-independent; the
   deterministic tests and the notes use it.
 * :class:`CalibratedCost` (``cost="calibrated"``): ticks = fractions of a second predicted from rates
   measured on the device (``jacket calibrate``, :mod:`._calibrate`):
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-__all__ = ["CostModel", "FmaCost", "CalibratedCost", "Rates", "FMA", "SKINNY", "step_ticks", "tree_ticks",
+__all__ = ["CostModel", "CalibratedCost", "Rates", "FMA", "SKINNY", "step_ticks", "tree_ticks",
            "plan_ticks", "fixed_ticks", "chunk_ticks", "recompute_ticks", "factor_weights", "coarser"]
 
 SKINNY = 64  # a dense product with a side below this many is "skinny" (matrix-vector-like)
@@ -133,7 +133,6 @@ class CostModel:
 
 # The default: ticks are fma, and no step costs anything (the DP breaks ties by step count).
 FMA = CostModel("fma", sweep_fma=1, sweep_io=0, mm_fma=1, skinny_fma=1, mm_io=0, struct_fma=1, step=0)
-FmaCost = FMA
 
 
 def CalibratedCost(rates: Rates, tick_s: float | None = None) -> CostModel:  # noqa: N802 - a constructor
@@ -173,7 +172,7 @@ def step_ticks(cost: CostModel, model, node) -> int:
         inner = sum(plan_ticks(cost, p) for p in getattr(node, "plans", ()))
         return cost.structured(node.step_fma) + inner
     left, right = node.left.structure, node.right.structure
-    if left.kind == "matrix" and right.kind == "matrix":
+    if left.dense_plain and right.dense_plain:
         return cost.dense_product(left.rows, left.cols, right.cols)
     return cost.structured(node.step_fma)
 

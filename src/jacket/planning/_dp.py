@@ -11,9 +11,13 @@ length (a diagonal of the tables) are done together with numpy, on zero-copy str
   ``jvp_t · sweep_fma + (n_{t−1} + n_t) · sweep_io``): its minimum over k is a running minimum
   over the row i, updated with one new split per diagonal, O(1) per interval. ADJ with a seed
   likewise down the column j (VJP costs).
-* products with a structured half: that half lies in one run of structured factors, so only
-  the splits within the longest run (R factors) are tried, O(min(L, R)) per interval; the
-  structured result itself likewise, only on diagonals L ≤ R.
+* products with a structured half: that half lies in one run of structured factors (consecutive
+  factors whose Jacobians are diagonal, diagonal plus low rank or block diagonal with one block
+  count T: a run of layers acting on the positions of a sequence), so only the splits within
+  the longest run (R factors) are tried, O(min(L, R)) per interval; the structured result itself
+  likewise, only on diagonals L ≤ R. Within a run the kind of a sub-product does not depend on
+  its bracketing (block dense if any factor is, else diagonal plus the summed ranks per block),
+  so prefix sums over the run give every cost (``_runs``).
 * dense @ dense: all L − 1 splits, ``m[i, k] + m[k+1, j] + n_j n_k n_{i−1}``, four passes over
   a (intervals × splits) block: N³/6 element operations in all. Under a cost model the product
   is ``n_k (n_j n_{i−1} skinny_fma + (n_j + n_{i−1}) mm_io)`` plus, where no side is skinny,
@@ -35,6 +39,7 @@ from itertools import accumulate
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..operators._structure import DIAGONAL, MATRIX
 from ._costs import FMA, SKINNY, CostModel, factor_weights, step_ticks
 from ._model import Model
 from ._nodes import Jac, Node
@@ -88,6 +93,60 @@ def _jac_ticks(cost: CostModel, model: Model, i: int) -> int:
     return _tree_ticks(cost, model, model.jac(i))
 
 
+class _Runs:
+    """The runs of structured factors of a chain (``Structure`` of each factor J_1 … J_N): maximal
+    consecutive factors that are not plain dense and share one block count T (a diagonal fits
+    any), with prefix sums over factors (index 0 … N + 1) of what a sub-product's kind and cost
+    depend on: ``rank`` (per-block ranks), ``mats`` (block-dense factors), ``unshared`` (factors
+    that are not ``I_T ⊗ B``); ``count`` is each factor's run's T, ``run_id`` its run (-1: none)."""
+
+    def __init__(self, structures):
+        n = len(structures)
+        self.structured = np.array([False] + [not s.dense_plain for s in structures] + [False])
+        self.run_id = np.full(n + 2, -1, dtype=np.int64)
+        self.count = np.ones(n + 2, dtype=np.int64)
+        counts = []  # the block count of each run (None: diagonals only so far)
+        for i, s in enumerate(structures, 1):
+            if s.dense_plain:
+                continue
+            t = None if s.kind == DIAGONAL else s.blocks
+            joins = self.structured[i - 1] and (t is None or counts[-1] is None or t == counts[-1])
+            if not joins:
+                counts.append(t)
+            elif t is not None:
+                counts[-1] = t
+            self.run_id[i] = len(counts) - 1
+        for i in range(1, n + 1):
+            if self.run_id[i] >= 0:
+                self.count[i] = counts[self.run_id[i]] or 1
+        run = np.zeros(n + 2, dtype=np.int64)  # run[i]: factors i, i+1, ... in i's run
+        for i in range(n, 0, -1):
+            run[i] = (run[i + 1] + 1 if self.run_id[i + 1] == self.run_id[i] else 1) if self.structured[i] else 0
+        self.longest = int(run.max())
+
+        def prefix(values):
+            return np.cumsum([0] + list(values), dtype=np.int64)
+        self.rank = prefix(s.rank for s in structures)
+        self.mats = prefix(int(s.kind == MATRIX and not s.dense_plain) for s in structures)
+        self.unshared = prefix(int(not s.shared) for s in structures)
+
+    @staticmethod
+    def matvec(rank, rows, cols, ranks, mats, count):
+        """fma of one vector through a run's sub-product (``rows × cols``): ``rows·cols/T`` if it
+        has a block-dense factor, else ``rows·(1 + 2·rank)`` (square)."""
+        return np.where(mats > 0, rows * cols // count, rows * (1 + 2 * ranks))
+
+    @staticmethod
+    def product(n_j, n_k, n_i, a, b, left_mats, right_mats, shared, count):
+        """fma of ``S(k+1..j) @ S(i..k)`` within a run (the table of ``operators/_structure.py``):
+        ranks a, b per block of the halves when neither has a block-dense factor."""
+        low = n_j * (1 + a + b + 2 * a * b)
+        left = n_j * n_k * (1 + 2 * b) // count
+        right = n_k * n_i * (1 + 2 * a) // count
+        both = n_j * n_k * n_i // (count * count) // np.where(shared, count, 1)
+        return np.where(left_mats > 0, np.where(right_mats > 0, both, left), np.where(right_mats > 0, right, low))
+
+
 def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = None) -> Node:
     """The cheapest plan tree over the move set described in ``_plan.py``'s docstring, in the
     ticks of ``cost`` (``_costs.py``; default :data:`~._costs.FMA`, ticks = fma), priced step by
@@ -95,7 +154,8 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
 
     ``max_dense``: the cheapest plan among those whose dense intermediates (every sub-product
     materialised as a matrix, ``n_j n_{i−1}`` floats, the result excepted) have at most that many
-    floats; a Dense factor's own Jacobian is its weight, an argument, and always allowed. The
+    floats; a factor whose Jacobian is a parameter (its footprint says so: Dense's weight), an
+    argument, is always allowed. The
     memory-limited planner (``_limit.py``) walks these caps down.
 
     Among plans of equal cost the one with fewest steps wins: the DP minimises the key
@@ -146,12 +206,8 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
         """The prefix sums each interval's sweep uses: the few-seed ones where it has < SKINNY seeds."""
         return np.where(seeds < SKINNY, few, many) if split_rates else many
     fixed_key = scale * fixed  # every step's fixed ticks, scaled
-    structured = np.array([False] + [s.kind != "matrix" for s in model.jac_structure[1:]] + [False])
-    rank = np.cumsum([0] + [s.rank for s in model.jac_structure[1:]], dtype=np.int64)  # prefix of ranks
-    run = np.zeros(n + 2, dtype=np.int64)  # run[i]: structured factors i, i+1, ... in a row
-    for i in range(n, 0, -1):
-        run[i] = run[i + 1] + 1 if structured[i] else 0
-    longest = int(run.max())
+    runs = _Runs(model.jac_structure[1:])
+    structured, rank, longest = runs.structured, runs.rank, runs.longest
 
     S = n + 2
     # key_m / key_s [i, j]: best key for J_j ⋯ J_i dense / structured; *_t their transposes, so
@@ -185,8 +241,8 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
         else:
             key_s[i, i] = key_st[i, i] = jac
         if max_dense is not None and n > 1 and int(d[i] * d[i - 1]) > max_dense:
-            # too large as a matrix: only a Dense factor's weight (an argument) may stand for it
-            best, move = (jac, _JAC) if model.layers[i - 1].__class__.__name__ == "Dense" else (_INF, move)
+            # too large as a matrix: only a Jacobian that is a parameter (an argument) may stand for it
+            best, move = (jac, _JAC) if model.jacobian_is_argument(i) else (_INF, move)
         key_m[i, i] = key_mt[i, i] = best
         move_m[i, i] = move
 
@@ -210,7 +266,6 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
         i, j = index[1:m + 1], index[length:n + 1]  # the intervals J_j ⋯ J_i of this length
         rows_dev, cols_dev = per_device[length:], per_device[:m]  # n_j, n_{i−1} per device
         product = scale * d[length:] * d[:m]  # n_j n_{i−1}, scaled
-        structured_product = product if struct_fma == 1 else struct_fma * product
         cand, cand_k = table[:, :m], table_k[:, :m]
         prev = diagonal(key_m, splits, m + 1)  # best keys of length − 1
         if splits <= longest:
@@ -273,19 +328,24 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
         if not plain_mm or fixed_key:
             cand[_MUL_MM] += extra
         width = min(splits, longest)
+        n_j, n_i = d[length:, None], d[:m, None]  # n_j and n_{i−1} per interval, as columns
         if width:
-            # dense @ structured: the right half J_k ⋯ J_i in a run, k = i + c (n_k = n_{i−1}),
-            # n_j n_k (1 + 2 rank) with rank = rank_k − rank_{i−1} (prefix sums)
-            ms = sliding(rank, 1, m, width) * (2 * structured_product)[:, None]
-            ms += ((1 - 2 * rank[:m]) * structured_product)[:, None]
+            # dense @ structured: the right half J_k ⋯ J_i in a run, k = i + c: n_j · matvec
+            n_k = sliding(d, 1, m, width)
+            ms = runs.matvec(rank, n_k, n_i, sliding(rank, 1, m, width) - rank[:m, None],
+                             sliding(runs.mats, 1, m, width) - runs.mats[:m, None], runs.count[1:m + 1, None])
+            ms *= scale * struct_fma * n_j
             ms += window(key_s, 1, 1, m, width)
             ms += window(key_mt, length, 2, m, width)
             arg = ms.argmin(axis=1)
             np.minimum(ms[index[:m], arg] + fixed_key, _INF, out=cand[_MUL_MS])
             cand_k[_MUL_MS] = i + arg
-            # structured @ dense: the left half J_j ⋯ J_{k+1} in a run, k = j − width + c (n_k = n_j)
-            sm = sliding(rank, length - width, m, width) * (-2 * structured_product)[:, None]
-            sm += ((1 + 2 * rank[length:]) * structured_product)[:, None]
+            # structured @ dense: the left half J_j ⋯ J_{k+1} in a run, k = j − width + c: n_{i−1} · matvec
+            n_k = sliding(d, length - width, m, width)
+            sm = runs.matvec(rank, n_j, n_k, rank[length:, None] - sliding(rank, length - width, m, width),
+                             runs.mats[length:, None] - sliding(runs.mats, length - width, m, width),
+                             runs.count[length:n + 1, None])
+            sm *= scale * struct_fma * n_i
             sm += window(key_st, length, length - width + 1, m, width)
             sm += window(key_m, 1, length - width, m, width)
             arg = sm.argmin(axis=1)
@@ -295,11 +355,13 @@ def optimal_plan(model: Model, cost: CostModel = FMA, max_dense: int | None = No
             cand[_MUL_MS] = cand[_MUL_SM] = _INF
         if length <= longest:
             # structured @ structured: both halves in one run; kind and rank don't depend on k
-            # n (1 + a + b + 2ab) for ranks a, b of the halves, a + b that of the whole
-            r = sliding(rank, 1, m, splits)
-            ss = (rank[length:, None] - r) * (r - rank[:m, None])
-            ss *= (2 * scale * struct_fma * d[length:])[:, None]
-            ss += (scale * struct_fma * d[length:] * (1 + rank[length:] - rank[:m]) + fixed_key + 1)[:, None]
+            r, mats = sliding(rank, 1, m, splits), sliding(runs.mats, 1, m, splits)
+            ss = runs.product(n_j, sliding(d, 1, m, splits), n_i, rank[length:, None] - r, r - rank[:m, None],
+                              runs.mats[length:, None] - mats, mats - runs.mats[:m, None],
+                              (runs.unshared[length:] == runs.unshared[:m])[:, None], runs.count[1:m + 1, None])
+            ss *= scale * struct_fma
+            ss += fixed_key + 1
+            ss[runs.run_id[1:m + 1] != runs.run_id[length:n + 1]] = _INF  # the halves must share a run
             ss += window(key_st, length, 2, m, splits)
             ss += window(key_s, 1, 1, m, splits)
             arg = ss.argmin(axis=1)

@@ -1,4 +1,4 @@
-"""Plans under a memory limit: ``chain.plan(order, memory_limit=bytes)``.
+"""Plans under a memory limit: ``jacket.plan(chain, 1, memory_limit=bytes)``.
 
 A plan's time and its memory are two outputs of the same walk over its tree: the cost model
 prices each step (``_costs.py``), the bytes model counts what XLA holds (``_memory.py``). Under
@@ -76,19 +76,19 @@ def call_bytes(plan, estimate, batch: int = 1) -> int:
 
 
 def largest_dense(plan) -> int:
-    """Floats of the largest dense matrix ``plan`` materialises below its result (a Dense
-    factor's Jacobian, its weight, does not count)."""
+    """Floats of the largest dense matrix ``plan`` materialises below its result (a factor whose
+    Jacobian is a parameter, Dense's weight, does not count)."""
     sizes = [step.structure.size for step in plan.steps
-             if step is not plan.root and step.structure.kind == "matrix"
-             and not (step.op == "JAC" and not step.plans and type(plan.layers[step.lo - 1]).__name__ == "Dense")]
+             if step is not plan.root and step.structure.dense_plain
+             and not (step.op == "JAC" and plan.model.jacobian_is_argument(step.lo))]
     return max(sizes, default=0)
 
 
 def _candidate_orders(chain, order, devices, cost):
     from ._plan import Plan, capped_plan, make_plan
     if isinstance(order, Plan) or not (isinstance(order, str) and order.strip().lower() == "optimal"):
-        return [make_plan(chain, order, devices, cost)]
-    found = [make_plan(chain, o, devices, cost) for o in ("optimal", "forward", "reverse")]
+        return [make_plan(chain, order, devices=devices, cost=cost)]
+    found = [make_plan(chain, o, devices=devices, cost=cost) for o in ("optimal", "forward", "reverse")]
     cap = largest_dense(found[0]) - 1
     for _ in range(MAX_CAPS):
         if cap < 1:
@@ -150,14 +150,14 @@ def _sized(chain, order, devices, cost, chunk, checkpoint, dtype, batch) -> list
     return found
 
 
-def smallest_limit(chain, order="optimal", devices: int = 1, cost: CostModel = FMA, dtype="float32",
+def smallest_limit(chain, order="optimal", *, devices: int = 1, cost: CostModel = FMA, dtype="float32",
                    batch: int = 1) -> int:
     """The smallest ``memory_limit`` (bytes) under which :func:`limited_plan` finds a plan."""
     return min(need for need, _ in _sized(chain, order, devices, cost, None, None, str(np.dtype(dtype)), batch))
 
 
-def limited_plan(chain, order, memory_limit, devices: int = 1, cost: CostModel = FMA, chunk=None,
-                 dtype="float32", batch: int = 1, where: str = "Chain.plan", checkpoint=None):
+def limited_plan(chain, order, memory_limit, *, devices: int = 1, cost: CostModel = FMA, chunk=None,
+                 dtype="float32", batch: int = 1, where: str = "jacket.plan", checkpoint=None):
     """Cached per arguments (an eager ``chain.jacobian(..., memory_limit=)`` plans once); see
     :func:`_limited_plan`."""
     return _limited_plan(chain, order, parse_bytes(memory_limit), devices, cost, chunk, str(np.dtype(dtype)),

@@ -45,7 +45,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._memory_walk import ELEMENTWISE, _name, _temp, _Walk
+from ..core import param_count
+from ._memory_walk import _temp, _Walk, footprint
 
 __all__ = ["MemoryEstimate", "StepMemory", "plan_memory"]
 
@@ -110,39 +111,29 @@ def _plan_memory(plan, dtype: str, layers=(), shapes=()) -> MemoryEstimate:
                           peak_live_bytes=sum(live), steps=tuple(walk.steps), devices=plan.devices, dtype=dtype)
 
 
-@lru_cache(maxsize=4096)
 def _params_floats(layer, shape) -> int:
-    """Floats in a layer's params, from its abstract init (no arrays are made)."""
-    import jax
-    if _name(layer) == "Dense":
-        return layer.in_features * layer.out_features + (layer.out_features if layer.bias else 0)
-    if _name(layer) in ELEMENTWISE + ("Reshape", "Flatten", "MaxPool2D", "AvgPool2D"):
-        return 0
-    try:
-        tree = jax.eval_shape(layer.init, jax.random.PRNGKey(0))
-    except Exception:  # a layer that cannot init unbound: bind it to its input shape first
-        tree = jax.eval_shape(layer.bind(tuple(shape)).init, jax.random.PRNGKey(0))
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+    """Floats in a layer's params (``core.param_count``: its abstract init)."""
+    return param_count(layer, tuple(shape))
 
 
 def _unused_floats(layers, shapes) -> tuple[int, bool]:
     """Floats of params the Jacobian never reads, and whether the whole chain is linear (then x
-    is unread too): a Dense bias followed only by linear layers (Dense, reshapes) shifts the
-    output alone. Blocks are looked into; a Residual or a sum keeps the linearity after it."""
+    is unread too): in the run of layers at the end whose rules read no activation (their
+    footprints' ``reads`` empty), the parameters those rules never read (a bias) shift the output
+    alone. Composites are looked into: their merge is linear, so a composite of linear chains
+    keeps the run going."""
     unused = 0
-    for layer, shape in zip(reversed(layers), reversed(shapes)):
-        name = type(layer).__name__
-        chains = getattr(layer, "chains", None)
-        if name == "Dense":
-            unused += layer.out_features if layer.bias else 0
-        elif name in ("Reshape", "Flatten"):
-            pass
-        elif (chains and name in ("Residual", "Parallel")) or hasattr(layer, "shapes"):
-            inner = [_unused_floats(c.layers, c.shapes) for c in
-                     (layer._bound(tuple(shape)) if chains else (layer,))]
+    for layer, shape in zip(reversed(layers), reversed(shapes[:-1])):
+        shape = tuple(shape)
+        chains = layer.inner_chains(shape)
+        if chains:
+            inner = [_unused_floats(c.layers, c.shapes) for c in chains]
             unused += sum(u for u, _ in inner)
             if not all(lin for _, lin in inner):
                 return unused, False
-        else:
+            continue
+        fp = footprint(layer, shape)
+        if not fp.linear:
             return unused, False
+        unused += fp.unread_params
     return unused, True

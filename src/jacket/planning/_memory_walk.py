@@ -1,8 +1,14 @@
 """The walk of the bytes model (``_memory.py``, whose docstring says what is counted): the
-buffers live at the worst moment of each step of a plan tree, in execution order."""
+buffers live at the worst moment of each step of a plan tree, in execution order. Everything it
+knows about a layer comes from the layer's ``footprint`` (``core/_footprint.py``) and, for a
+composite, from its ``inner_chains``."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+
+from ..core import Footprint, size
 
 
 def _temp(live, out_bytes) -> int:
@@ -29,33 +35,47 @@ class _Walk:
     def __init__(self, plan, dtype):
         self.plan, self.dtype, self.item, self.steps = plan, dtype, int(np.dtype(dtype).itemsize), []
         self.dims, self.layers, self.shapes = plan.dims, plan.layers, plan.shapes
+        self.footprints = tuple(footprint(layer, tuple(shape)) for layer, shape in zip(plan.layers, plan.shapes))
         # the output's bytes on one device: with a mesh, XLA shards the result as the seeds
         self.out = self.item * -(-plan.dims[0] * plan.dims[-1] // max(plan.devices, 1))
 
+    def fp(self, t) -> Footprint:
+        """Factor t's footprint (1-based)."""
+        return self.footprints[t - 1]
+
+    def reads(self, t) -> set:
+        """Tape indices (activations x_1 … x_N; x_0 is an argument) the rules of factor t read."""
+        reads = self.fp(t).reads
+        return {i for i, name in ((t - 1, "x"), (t, "y")) if name in reads and i >= 1}
+
     def size(self, node) -> int:
-        """Bytes of a node's result; a Dense factor's Jacobian is its weight, an argument."""
-        if node.op == "JAC" and not node.plans and _name(self.layers[node.lo - 1]) == "Dense":
+        """Bytes of a node's result; a factor whose Jacobian is a parameter (Dense's w) costs none."""
+        if node.op == "JAC" and not node.plans and self.fp(node.lo).jacobian_is_argument:
             return 0
         return self.item * node.structure.size
 
     def tape(self, op, t, node=None, below=True) -> list:
         """Activations live at factor t of a sweep, those the rules read: in a TAN, computed just
-        in time, ``x_t`` alone; in an ADJ, every one at or below t (the forward pass ran first).
-        A checkpointed ADJ ``node`` (``plan.checkpoint``) holds, of its own factors, what its
-        schedule holds at t (:meth:`held`): the states it recomputes from, and the others the
-        rules read (``below=False``: of its own factors only)."""
+        in time, those of factor t alone; in an ADJ, those of every factor at or below t (the
+        forward pass ran first). A checkpointed ADJ ``node`` (``plan.checkpoint``) holds, of its
+        own factors, what its schedule holds at t (:meth:`held`): the states it recomputes from,
+        and the others the rules read (``below=False``: of its own factors only)."""
         if op == "TAN":
-            need = [t] if _name(self.layers[t - 1]) not in LINEAR else []
-            return [self.item * self.dims[i] for i in need]
-        a = 1
+            return [self.item * self.dims[i] for i in sorted(self.reads(t))]
         keep = set()
         held = self.held(node, t) if node is not None else None
         if held is not None:  # checkpointed: what the schedule holds at t, of the sweep's own states
             a, states = node.through[0], held[0]
-            keep = {s for s in states if s >= 1 and (s in held[2] or _name(self.layers[s - 1]) not in LINEAR)}
+            read = set().union(*(self.reads(f) for f in range(node.through[0], node.through[1] + 1)))
+            keep = {s for s in states if s >= 1 and (s in held[2] or s in read)}
             t = a - 1
-        keep |= {i for i in range(1, t + 1) if below and _name(self.layers[i - 1]) not in LINEAR}
+        if below:
+            keep |= set().union(set(), *(self.reads(i) for i in range(1, t + 1)))
         return [self.item * self.dims[i] for i in sorted(keep)]
+
+    def work(self, t, op) -> tuple[int, int]:
+        """Bytes factor t's rule holds in a sweep ``op``: per vector, and once."""
+        return workspace(self.layers[t - 1], self.shapes[t - 1], self.item, op)
 
     def held(self, node, t):
         """For factor t of a checkpointed ADJ ``node``: ``(states, enclosing, starts)`` in the
@@ -103,7 +123,7 @@ class _Walk:
         sweep whose rules are all elementwise or normalisations, a product with a structured
         operand (scaling and rank-r updates are loops, not dots)."""
         if node.op == "JAC":
-            return not node.plans and _name(self.layers[node.lo - 1]) in FUSIBLE
+            return not node.plans and self.fp(node.lo).fusible
         if node.op == "MUL":
             kinds = (node.left.structure.kind, node.right.structure.kind)
             if "matrix" not in kinds or "diagonal" in kinds:
@@ -113,7 +133,7 @@ class _Walk:
             dense = node.left if kinds[0] == "matrix" else node.right
             return dense.op in ("TAN", "ADJ") and self.fused(dense)
         a, b = node.through
-        return all((_name(self.layers[t - 1]) in FUSIBLE) for t in range(a, b + 1))
+        return all(self.fp(t).fusible for t in range(a, b + 1))
 
     def operand(self, node, child, pinned) -> list:
         """``child``'s result as an operand of ``node``: none when it is an argument (a Dense
@@ -128,13 +148,13 @@ class _Walk:
     def vectors(self, node) -> int:
         """Bytes of the vectors a fused subtree reads (structured factors, derivatives)."""
         if node.op == "JAC":
-            return self.size(node) if node.structure.kind != "matrix" else 0
+            return self.size(node) if not node.structure.dense_plain else 0
         if not self.fused(node):
             return 0
         own = 0
         if node.op in ("TAN", "ADJ"):
             a, b = node.through
-            own = sum(_workspace(self.layers[t - 1], self.shapes[t - 1], self.item, node.op)[1] for t in range(a, b + 1))
+            own = sum(self.work(t, node.op)[1] for t in range(a, b + 1))
         return own + sum(self.vectors(child) for child in node.children())
 
     def mul(self, node, held, role):
@@ -188,11 +208,11 @@ class _Walk:
             pin_in, pin_out = inside or (role == "root" and k == last), inside or \
                 (role == "root" and k == last - 1) or (role == "pinned" and k == last)
             io = [] if (k == 0 and free_input) else [_pin(item * c * n_in, pin_in)]
-            if not (len(ts) == 1 and _name(self.layers[ts[0] - 1]) in ("Reshape", "Flatten")):
+            if not (len(ts) == 1 and self.fp(ts[0]).view):
                 io.append(_pin(item * c * n_out, pin_out))
             work = []
             for t in ts:
-                each, once = _workspace(self.layers[t - 1], self.shapes[t - 1], item, node.op)
+                each, once = self.work(t, node.op)
                 work += [w for w in (c * each, once) if w]
             tape = [x for t in ts for x in self.tape(node.op, t)] if tan else self.tape(node.op, ts[-1], node)
             lives.append(list(held) + (extra if k == 0 else []) + io + work + tape + entering)
@@ -205,7 +225,7 @@ class _Walk:
         a, b = node.through
         segments = []
         for t in (range(a, b + 1) if node.op == "TAN" else range(b, a - 1, -1)):
-            fusible = _name(self.layers[t - 1]) in FUSIBLE
+            fusible = self.fp(t).fusible
             if segments and fusible and segments[-1][-1][1]:
                 segments[-1].append((t, True))
             else:
@@ -236,7 +256,7 @@ class _Walk:
         stack = _pin(item * full * n_out, role == "pinned" or (role == "root" and (tan or r)))
         # what the loop body reads is computed before the loop: every activation and derivative
         body = [w for t in range(a, b + 1) for w in
-                [_workspace(self.layers[t - 1], self.shapes[t - 1], item, node.op)[1]] + self.tape("TAN", t) if w]
+                [self.work(t, node.op)[1]] + self.tape("TAN", t) if w]
         if not tan and getattr(self.plan, "checkpoint", None) is not None and b > a:
             # checkpointed: a loop per layer, reading what the schedule holds and the derivatives
             # of the recomputed segment around it
@@ -244,16 +264,15 @@ class _Walk:
                 enclosing = self.held(node, t)[1]
                 lo, hi = enclosing[-1] if enclosing else (t - 1, t)
                 return [w for f in range(lo + 1, hi + 1) for w in
-                        [_workspace(self.layers[f - 1], self.shapes[f - 1], item, node.op)[1]] if w]
+                        [self.work(f, node.op)[1]] if w]
             body = max((reads(t) + self.tape("ADJ", t, node, below=False) for t in range(a, b + 1)), key=sum)
         for rows, phase in ((k, seeds + [stack]), (r, [stack])):
             for j, seg in enumerate(self.segments(node) if rows else ()):
                 ts = [t for t, _ in seg]
                 io = [] if (j == 0 and seg[0][1]) else [item * rows * (d[ts[0] - 1] if tan else d[ts[0]])]
-                if not (len(ts) == 1 and _name(self.layers[ts[0] - 1]) in ("Reshape", "Flatten")):
+                if not (len(ts) == 1 and self.fp(ts[0]).view):
                     io.append(item * rows * (d[ts[-1]] if tan else d[ts[-1] - 1]))
-                work = [rows * w for t in ts for w in [_workspace(self.layers[t - 1], self.shapes[t - 1], item,
-                                                                  node.op)[0]] if w]
+                work = [rows * w for t in ts for w in [self.work(t, node.op)[0]] if w]
                 lives.append(list(held) + phase + io + work + body)
         if r:  # the concatenation: the stack, the remainder's output and the result (at the root, the output)
             lives.append(list(held) + [stack, item * r * n_out] + [_pin(item * count * n_out, role == "pinned")] *
@@ -269,43 +288,41 @@ def _copied(node) -> bool:
     return (node.seed.op != "TAN") if node.op == "TAN" else (node.seed.op == "TAN")
 
 
-ELEMENTWISE = ("Tanh", "Sigmoid", "ReLU", "Softplus", "GELU")
-FUSIBLE = ELEMENTWISE + ("LayerNorm", "Softmax", "LogSoftmax")  # loops XLA fuses: no dot, no window
-LINEAR = ("Dense", "Reshape", "Flatten", "Conv1D", "Conv2D", "AvgPool2D")  # rules read no activations
+def footprint(layer, in_shape) -> Footprint:
+    """A layer's footprint; a composite's is its merge's (fusible only if it has no chains of its
+    own to run, reading its input), its chains' own buffers counted by :func:`workspace`."""
+    if layer.inner_chains(in_shape):
+        return _composite_footprint(layer, in_shape)
+    return layer.footprint(in_shape)
 
 
-def _name(layer) -> str:
-    return type(layer).__name__
+@lru_cache(maxsize=1024)
+def _composite_footprint(layer, in_shape) -> Footprint:
+    linear = all(is_linear(chain) for chain in layer.inner_chains(in_shape))
+    return Footprint(reads=() if linear else {"x"})
 
 
-def _workspace(layer, shape, item, op="TAN") -> tuple[int, int]:
-    """Bytes a layer's JVP/VJP rule materialises beyond its vmapped input and output: per seed
-    vector, and once (shared by all vectors). Read off XLA's CPU buffer assignment: a Dense,
-    convolution or pooling JVP writes its output only; their VJPs (``op="ADJ"``) transpose the
-    layout of both sides (convolution) or pad a selection to the input's size (max pooling); a
-    fusible rule keeps one vector (its derivative, or statistics) for all seeds."""
-    name, n, shape = _name(layer), int(np.prod(shape)), tuple(shape)
-    chains = getattr(layer, "chains", None)
-    if chains:  # a block: its chains' sweeps run inside the rule, the merge adds the others' outputs
-        bound = layer._bound(shape)
-        each = sum(_chain_workspace(ch, item, op) for ch in bound)
-        return each + (len(bound) - 1) * item * int(np.prod(layer.output_shape(shape))), 0
-    if hasattr(layer, "layers") and hasattr(layer, "shapes"):  # a nested Chain
-        return _chain_workspace(layer, item, op), 0
-    if name in ("Conv1D", "Conv2D", "MaxPool2D", "AvgPool2D") and op == "ADJ":
-        return item * (n + (int(np.prod(layer.output_shape(shape))) if "Conv" in name else 0)), 0
-    if name in LINEAR + ("MaxPool2D",):
-        return 0, 0
-    if name in FUSIBLE:
-        return 0, item * n
-    if name == "MultiHeadSelfAttention":  # q, k, v, their tangents, the scores: fitted on CPU
-        return 6 * item * n, item * n
-    return 2 * item * n, item * n  # other layers (embeddings, user layers): a guess
+def is_linear(chain) -> bool:
+    """Whether every layer of ``chain`` (composites looked into) reads no activation."""
+    return all(footprint(layer, tuple(shape)).linear for layer, shape in zip(chain.layers, chain.shapes))
+
+
+def workspace(layer, shape, item, op="TAN") -> tuple[int, int]:
+    """Bytes a layer's JVP/VJP rule materialises beyond its vmapped input and output, per seed
+    vector and once (shared by all vectors): its footprint's; for a composite, its chains'
+    sweeps run inside the rule and the merge adds the others' outputs."""
+    shape = tuple(shape)
+    chains = layer.inner_chains(shape)
+    if chains:
+        each = sum(_chain_workspace(ch, item, op) for ch in chains)
+        return each + (len(chains) - 1) * item * size(layer.output_shape(shape)), 0
+    per, once = layer.footprint(shape).workspace(op)
+    return item * per, item * once
 
 
 def _chain_workspace(chain, item, op="TAN") -> int:
     """Per-vector bytes of one vector through an inner chain beyond its input (live already) and
     its output (the block's): the largest intermediate vector and the rule's own work."""
     dims, k = chain.dims, len(chain.layers)
-    return max((item * dims[t] if t < k else 0) + _workspace(layer, shape, item, op)[0]
+    return max((item * dims[t] if t < k else 0) + workspace(layer, shape, item, op)[0]
                for t, (layer, shape) in enumerate(zip(chain.layers, chain.shapes), 1))

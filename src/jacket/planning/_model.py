@@ -36,9 +36,8 @@ class Model:
         self.jvp = (0,) + tuple(int(layers[i - 1].jvp_cost(shapes[i - 1])) for i in range(1, self.n + 1))
         self.vjp = (0,) + tuple(int(layers[i - 1].vjp_cost(shapes[i - 1])) for i in range(1, self.n + 1))
         self.layers, self.shapes = layers, shapes
-        # blocks: the default plan of each inner chain, and what the merge gives and costs
-        self.block_plans = (None,) + tuple(tuple(layers[i - 1].block_plans(shapes[i - 1]))
-                                           for i in range(1, self.n + 1))
+        # composites: the default (optimal) plan of each inner chain, and what the merge gives and costs
+        self.block_plans = (None,) + tuple(inner_plans(layers[i - 1], shapes[i - 1]) for i in range(1, self.n + 1))
         jac_cost, structures = [0], [None]
         for i in range(1, self.n + 1):
             plans = self.block_plans[i]
@@ -46,7 +45,14 @@ class Model:
                 s, merge = self._merge(i, plans)
                 jac_cost.append(merge + sum(p.fma for p in plans))
             else:
-                s = layers[i - 1].jacobian_structure(shapes[i - 1])
+                try:
+                    s = layers[i - 1].jacobian_structure(shapes[i - 1])
+                except ValueError as err:
+                    raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure the planner "
+                                     f"cannot cost: {err}") from None
+                if not isinstance(s, Structure):
+                    raise TypeError(f"layer {i} ({layers[i - 1]!r}): jacobian_structure must return a "
+                                    f"jacket.operators.Structure, got {s!r}")
                 jac_cost.append(int(layers[i - 1].jacobian_cost(shapes[i - 1])))
             if s.shape != (d[i], d[i - 1]):
                 raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure of shape "
@@ -54,16 +60,21 @@ class Model:
             if s.kind != "matrix" and d[i] != d[i - 1]:
                 raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a {s.kind} Jacobian for a "
                                  f"non-square map {d[i - 1]} -> {d[i]}")
-            # the planner tells a diagonal from a low-rank factor by rank (0 / ≥ 1) and knows no other kind
+            # the planner tells a diagonal from a low-rank factor by rank (0 / ≥ 1)
             valid = s.kind == "matrix" or (s.kind, s.rank >= 1) in (("diagonal", False), ("dplr", True))
             if not valid:
                 raise ValueError(f"layer {i} ({layers[i - 1]!r}) declares a Jacobian structure {s}: the kind "
-                                 f"must be 'matrix', 'diagonal' (rank 0) or 'dplr' with rank ≥ 1")
+                                 f"must be 'matrix' (dense, or block diagonal), 'diagonal' or 'dplr' with rank ≥ 1")
             structures.append(s)
         self.jac_structure = tuple(structures)
         self.jac_cost = tuple(jac_cost)
         self.jvp_prefix = tuple(accumulate(self.jvp))  # jvp_prefix[i] = Σ_{t≤i} jvp[t]
         self.vjp_prefix = tuple(accumulate(self.vjp))
+
+    def jacobian_is_argument(self, i) -> bool:
+        """Whether materialising factor i allocates nothing: its Jacobian is a parameter (the
+        layer's footprint says so); never for a composite."""
+        return not self.block_plans[i] and self.layers[i - 1].footprint(self.shapes[i - 1]).jacobian_is_argument
 
     # ---- sums of rule costs over factors a..b ----------------------------------------------
     def jvp_sum(self, a, b):
@@ -76,13 +87,9 @@ class Model:
         """Seed vectors each device handles when ``count`` are split over the devices."""
         return -(-count // self.devices)
 
-    def _sweep_peak(self, count, a, b):
-        """Floats live while ``count`` vectors run through factors a..b (input and output buffers)."""
-        return count * max(self.dims[t - 1] + self.dims[t] for t in range(a, b + 1))
-
     def _merge(self, i, plans):
         """Structure and fma of block i's merge of its chains' Jacobians (from ``plans``)."""
-        s, merge = self.layers[i - 1].block_merge(self.shapes[i - 1], [p.root.structure for p in plans])
+        s, merge = self.layers[i - 1].merge_structure(self.shapes[i - 1], [p.root.structure for p in plans])
         return s, int(merge)
 
     # ---- node constructors -------------------------------------------------------------
@@ -92,12 +99,11 @@ class Model:
         plans = self.block_plans[i] if plans is None else tuple(plans)
         if not plans:
             s = self.jac_structure[i]
-            return Jac(lo=i, hi=i, structure=s, step_fma=self.jac_cost[i], fma=self.jac_cost[i], peak=s.size)
+            return Jac(lo=i, hi=i, structure=s, step_fma=self.jac_cost[i], fma=self.jac_cost[i])
         s, merge = self._merge(i, plans)
         inner = sum(p.fma for p in plans)
-        peak = max(p.root.peak + p.tape_floats for p in plans) + sum(p.root.structure.size for p in plans) + s.size
-        return Jac(lo=i, hi=i, structure=s, step_fma=merge, fma=merge + inner, peak=peak, plans=plans,
-                   named=named, label=type(self.layers[i - 1]).__name__)
+        return Jac(lo=i, hi=i, structure=s, step_fma=merge, fma=merge + inner, plans=plans, named=named,
+                   label=block_label(self.layers[i - 1]))
 
     def tan(self, lo, hi, seed: Node | None = None) -> Node:
         """Tangent accumulation of ``J_hi ⋯ J_lo``: unit columns through lo..hi, or the columns of
@@ -106,10 +112,8 @@ class Model:
         columns = self.dims[lo - 1]
         step = self.per_device(columns) * self.jvp_sum(a, hi)
         out = Structure("matrix", self.dims[hi], columns)
-        sweep = self._sweep_peak(self.per_device(columns), a, hi)
-        peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
         return Tan(lo=lo, hi=hi, structure=out, step_fma=step, fma=step + (seed.fma if seed else 0),
-                   seed=seed, through=(a, hi), peak=peak)
+                   seed=seed, through=(a, hi))
 
     def adj(self, lo, hi, seed: Node | None = None) -> Node:
         """Adjoint accumulation of ``J_hi ⋯ J_lo``: unit rows through hi..lo, or the rows of
@@ -118,20 +122,26 @@ class Model:
         rows = self.dims[hi]
         step = self.per_device(rows) * self.vjp_sum(lo, b)
         out = Structure("matrix", rows, self.dims[lo - 1])
-        sweep = self._sweep_peak(self.per_device(rows), lo, b)
-        peak = sweep if seed is None else max(seed.peak, seed.structure.size + sweep)
         return Adj(lo=lo, hi=hi, structure=out, step_fma=step, fma=step + (seed.fma if seed else 0),
-                   seed=seed, through=(lo, b), peak=peak)
+                   seed=seed, through=(lo, b))
 
     def mul(self, left: Node, right: Node) -> Node:
         """``left @ right`` where left = J_hi ⋯ J_k+1 and right = J_k ⋯ J_lo."""
         s, step = left.structure.matmul(right.structure)
-        held = left.structure.size
-        peak = max(left.peak, held + right.peak, held + right.structure.size + s.size)
         return Mul(lo=right.lo, hi=left.hi, structure=s, step_fma=step, fma=step + left.fma + right.fma,
-                   left=left, right=right, peak=peak)
+                   left=left, right=right)
 
-    @property
-    def tape_floats(self) -> int:
-        """Floats in the activations x_0 … x_N kept by the forward pass."""
-        return sum(self.dims)
+
+def inner_plans(layer, in_shape) -> tuple:
+    """The optimal plan (fma, one device) of each chain a composite layer is made of; none for a
+    plain layer."""
+    from ._plan import _cached_plan
+    from ._costs import FMA
+    return tuple(_cached_plan(chain, "optimal", 1, FMA) for chain in layer.inner_chains(tuple(in_shape)))
+
+
+def block_label(layer) -> str:
+    """A composite's name in plan tables (``Residual``, ``Parallel``, ``Chain``), from the names
+    it gives its chains."""
+    names = [name for name, _ in layer.named_chains()]
+    return names[0].split(" branch")[0] if names else "block"

@@ -57,11 +57,20 @@ class Execution:
     checkpoint: int | str | tuple | None = None
     truth: object = None  # the checkpoints' unbatched run-time predicate (the executor's ``_truth``)
 
+    def inner(self, chain, params, x, plan) -> "Execution":
+        """The context of a composite's inner ``chain`` at its input ``x`` (one example), for its
+        ``plan``: the chain's own tape, its sweeps whole (the bytes model counts them so)."""
+        tape = [x]
+        for layer, p in zip(chain.layers, params):
+            tape.append(layer.apply(p, tape[-1]))
+        return Execution(chain.layers, chain.shapes, params, tuple(tape), lambda rule, seeds: jax.vmap(rule)(seeds),
+                         plan.checkpoint, self.truth)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Node:
     """One step computing ``J_hi ⋯ J_lo`` (1-based, ``lo ≤ hi``): ``structure`` of the result,
-    ``step_fma`` of this step alone, ``fma`` of the subtree, ``peak`` floats held at once."""
+    ``step_fma`` of this step alone, ``fma`` of the subtree."""
 
     op: ClassVar[str]
     colour: ClassVar[str] = "white"  # in plan pictures
@@ -70,7 +79,6 @@ class Node:
     structure: Structure
     step_fma: int
     fma: int
-    peak: int = field(default=0, compare=False)
 
     def children(self) -> tuple["Node", ...]:
         return ()
@@ -117,8 +125,23 @@ class Jac(Node):
 
     def run(self, ctx):
         i = self.lo
-        op = ctx.layers[i - 1]._jacobian_rule(ctx.params[i - 1], ctx.tape[i - 1], ctx.tape[i], self.plans)
-        return op if isinstance(op, LinearOperator) else Matrix(jnp.asarray(op).reshape(self.structure.shape))
+        layer, params, x, y = ctx.layers[i - 1], ctx.params[i - 1], ctx.tape[i - 1], ctx.tape[i]
+        if self.plans:  # a composite: its chains' plans run here, then its merge
+            chains = layer.inner_chains(ctx.shapes[i - 1])
+            ops = [plan.root.run(ctx.inner(chain, p, x, plan))
+                   for chain, p, plan in zip(chains, layer.split_params(params), self.plans)]
+            return layer.merge_jacobians(ctx.shapes[i - 1], ops)
+        op = layer.jacobian(params, x, y)
+        if isinstance(op, LinearOperator):
+            if op.shape != self.structure.shape:
+                raise ValueError(f"layer {i}: {layer!r}.jacobian returned an operator of shape {op.shape}, expected "
+                                 f"{self.structure.shape} (size(out_shape), size(in_shape)) for one example")
+            return op
+        op = jnp.asarray(op)
+        if op.size != self.structure.rows * self.structure.cols:
+            raise ValueError(f"layer {i}: {layer!r}.jacobian returned an array of shape {op.shape}, expected "
+                             f"{self.structure.shape} (size(out_shape), size(in_shape)) for one example")
+        return Matrix(op.reshape(self.structure.shape))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +182,7 @@ class Tan(Sweep):
         def push(t):
             t = t.reshape(shapes[a - 1])
             for i in range(a, b + 1):
-                t = call_jvp(ctx.layers[i - 1], ctx.params[i - 1], tape[i - 1], tape[i], t, None)
+                t = call_jvp(ctx.layers[i - 1], ctx.params[i - 1], tape[i - 1], tape[i], t, None, f"layer {i}")
             return t.reshape(-1)
         return Matrix.transpose_of(ctx.sweep(push, columns))  # one row per tangent, kept as made
 
@@ -191,7 +214,7 @@ class Adj(Sweep):
             r = r.reshape(shapes[b])
             for i in range(b, a - 1, -1):
                 # the parameter cotangents are unused here and removed by XLA
-                r = call_vjp(ctx.layers[i - 1], ctx.params[i - 1], tape[i - 1], tape[i], r)[1]
+                r = call_vjp(ctx.layers[i - 1], ctx.params[i - 1], tape[i - 1], tape[i], r, f"layer {i}")[1]
             return r.reshape(-1)
         return Matrix(ctx.sweep(pull, rows))
 
@@ -219,7 +242,7 @@ def _pull_checkpointed(ctx, a, b, rows):
         layer, p, shape = ctx.layers[a - 1 + i], ctx.params[a - 1 + i], ctx.shapes[a + i]
 
         def pull(r):
-            return call_vjp(layer, p, x, y, r.reshape(shape))[1].reshape(-1)
+            return call_vjp(layer, p, x, y, r.reshape(shape), f"layer {a + i}")[1].reshape(-1)
         return None, ctx.sweep(pull, rows)
     return pull_schedule(step, back, ctx.params, nodes, kept, rows, ctx.truth)[1]
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import re
 
+from ._costs import FMA
 from ._model import Model
 from ._nodes import Node
 
-__all__ = ["parse_order", "format_order"]
+__all__ = ["parse_order"]
 
 _TOKEN = re.compile(r"\s*(?:(?P<factor>[Jj]\d+)|(?P<word>[A-Za-z_]\w*)|(?P<range>\.\.)|(?P<punct>[()|\[\];])|(?P<bad>\S))")
 
@@ -159,7 +160,7 @@ class _Parser:
 
     def parse_inner(self, i) -> tuple:
         """``[order; order …]`` after block factor ``J{i}``: one plan per chain of the block."""
-        from ._plan import make_plan
+        from ._plan import _cached_plan
         _, _, open_pos = self.take("punct", "[")
         layer, chains = self.model.layers[i - 1], self.model.block_plans[i]
         if not chains:
@@ -187,7 +188,7 @@ class _Parser:
         for (text, at), default in zip(parts, chains):
             chain = _block_chain(layer, self.model.shapes[i - 1], len(plans))
             try:
-                plans.append(make_plan(chain, text or "optimal"))
+                plans.append(_cached_plan(chain, text or "optimal", 1, FMA))
             except ValueError as err:
                 self.error(f"J{i}'s inner order {text!r} (from position {at}) is invalid for {chain!r}: "
                            f"{str(err).splitlines()[0]}", at)
@@ -250,9 +251,8 @@ class _Parser:
 
 
 def _block_chain(layer, in_shape, k):
-    """Chain k of a block bound to ``in_shape``: a nested Chain is its own only chain."""
-    from ..compose import Chain
-    return layer.bind(in_shape) if isinstance(layer, Chain) else layer.bind(in_shape).chains[k]
+    """Chain k of a composite layer bound to ``in_shape`` (a nested Chain is its own only chain)."""
+    return layer.inner_chains(tuple(in_shape))[k]
 
 
 def _span(a, b) -> str:
@@ -265,8 +265,3 @@ def parse_order(text: str, model: Model) -> Node:
     if not isinstance(text, str):
         raise TypeError(f"order must be a string or a Plan, got {type(text).__name__}")
     return _Parser(text, model).parse()
-
-
-def format_order(node: Node) -> str:
-    """The order string of a plan tree; ``parse_order(format_order(t))`` rebuilds ``t``."""
-    return node.order()

@@ -1,10 +1,13 @@
 """Plans for accumulating a chain's Jacobian: :class:`Plan`, ``make_plan``, and the optimal
 mixed-mode planner.
 
-``make_plan(chain, order)`` turns ``"forward"``, ``"reverse"``, a bracketing or ``"optimal"``
-into a :class:`Plan`: a static tree of steps (``_nodes.py``) with its fma cost, peak memory
-and a printed table in the style of opt_einsum's path info. Plans are cached per (chain,
-order, devices), so an eager ``chain.jacobian(..., order="optimal")`` plans once.
+``make_plan(chain, order, argnums=…)`` turns ``"forward"``, ``"reverse"``, a bracketing or
+``"optimal"`` into a :class:`Plan`: a static tree of steps (``_nodes.py``; for the Jacobian with
+respect to the parameters, ``argnums=0``, the segment steps of ``_params.py``) with its fma
+cost, its bytes model and a printed table in the style of opt_einsum's path info. Plans are
+cached per (chain, order, devices, cost model), so an eager ``jacket.jacobian`` plans once. The
+planner takes cost-model objects and never measures anything: the front door resolves
+``cost="calibrated"`` and ``order="fastest"`` (``jacket.tuning``) before it calls here.
 
 The optimal plan is an interval dynamic programme over sub-chains ``J_j ⋯ J_i``. For each it
 keeps the cheapest way to obtain the sub-product as a dense matrix and, when every factor in it
@@ -31,8 +34,11 @@ constant, plus O(N² R). On a CPU: about 25 ms for 200 layers of the benchmark's
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
+
+from numpy import dtype as jnp_dtype
 
 from .._table import format_table
 from ._costs import FMA, CostModel, chunk_ticks, fixed_ticks, recompute_ticks, step_ticks, tree_ticks
@@ -46,27 +52,28 @@ __all__ = ["Plan", "make_plan", "optimal_plan"]
 
 @dataclass(frozen=True, eq=False)
 class Plan:
-    """A static accumulation plan for one chain. Pass it back as ``chain.jacobian(params, x, order=plan)``.
+    """A static accumulation plan for one chain's Jacobian with respect to its input
+    (``argnums=1``) or its parameters (``argnums=0``). Pass it back as
+    ``jacket.jacobian(chain, argnums, order=plan)``.
 
     Attributes: ``fma`` (model cost), ``order`` (a string that re-parses to the same plan),
     ``steps`` (nodes in execution order), ``forward_fma`` / ``reverse_fma`` (the two classic
     modes), ``speedup`` (their minimum over ``fma``), ``largest_intermediate`` (floats),
-    ``peak_memory`` (floats held at once, tape of activations included), ``dims``; ``cost``
+    ``dims``; ``cost``
     (the cost model it was planned and is priced under, ``FMA`` by default) with ``ticks`` and,
     for a calibrated model, ``predicted_s`` (seconds) and :meth:`predict` under another model;
     ``chunk`` (seed vectors per batch of every sweep, ``None``: all at once) and ``checkpoint``
     (the ADJ sweeps' checkpoint schedule, ``None``: the whole tape),
     which ``order`` does not spell (``chunked`` / ``checkpointed`` set them); ``memory`` (the
     bytes model of one call, in ``dtype``) and ``memory_limit`` (bytes, when it was planned under
-    one for ``batch`` examples per call: ``chain.plan(order, memory_limit=)``). Equality is the
-    tree, widths, devices, chunk and checkpoint.
+    one for ``batch`` examples per call: ``jacket.plan(chain, 1, memory_limit=)``); ``argnums``.
+    Equality is the tree, widths, devices, chunk, checkpoint and argnums.
     """
 
-    root: Node
+    root: Node | None
     dims: tuple[int, ...]
     forward_fma: int
     reverse_fma: int
-    tape_floats: int
     name: str = ""
     devices: int = 1
     layers: tuple = ()
@@ -78,13 +85,16 @@ class Plan:
     memory_limit: int | None = None  # bytes: set by a memory-limited planning (``_limit.py``)
     dtype: str = "float32"  # what ``memory`` counts bytes for
     batch: int = 1  # examples per call the limit was checked for
+    argnums: int = 1  # 1: the Jacobian with respect to the input; 0: to the parameters
 
     def __eq__(self, other):
-        return isinstance(other, Plan) and (self.root, self.dims, self.devices, self.chunk, self.checkpoint) == \
-            (other.root, other.dims, other.devices, other.chunk, other.checkpoint)
+        return isinstance(other, Plan) and self._key() == other._key()
 
     def __hash__(self):
-        return hash((self.root, self.dims, self.devices, self.chunk, self.checkpoint))
+        return hash(self._key())
+
+    def _key(self):
+        return (self.root, self.dims, self.devices, self.chunk, self.checkpoint, self.argnums)
 
     def checkpointed(self, checkpoint) -> "Plan":
         """This plan with every ADJ sweep through more than one factor run under the checkpoint
@@ -92,6 +102,8 @@ class Plan:
         ``("binomial", B)`` or a number of segments, over each sweep's own factors): the tape holds
         what the schedule keeps instead of every activation the sweep reads, and the recomputed
         segments run forward again. The same fma and result."""
+        if checkpoint is not None and self.argnums == 0:
+            raise ValueError("checkpoint: the parameter Jacobian's plans (argnums=0) are not checkpointed yet")
         if checkpoint is not None:
             from ..checkpointing import schedule
             if not isinstance(checkpoint, (str, int, tuple)) or isinstance(checkpoint, bool) or (
@@ -110,6 +122,8 @@ class Plan:
         """This plan with every TAN/ADJ sweep run ``chunk`` seed vectors at a time
         (``jax.lax.map`` with ``batch_size``) instead of all at once (``None``): the same fma,
         less memory (``memory``), a few more steps of fixed cost (``predicted_s``)."""
+        if chunk is not None and self.argnums == 0:
+            raise ValueError("chunk: the parameter Jacobian's plans (argnums=0) are not chunked yet")
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ValueError(f"chunk must be a positive number of seed vectors or None, got {chunk!r}")
         if chunk is not None and self.devices > 1:
@@ -120,11 +134,11 @@ class Plan:
 
     @property
     def fma(self) -> int:
-        return self.root.fma
+        return 0 if self.root is None else self.root.fma
 
     @property
     def order(self) -> str:
-        return self.root.order()
+        return "" if self.root is None else self.root.order()
 
     @property
     def ticks(self) -> int:
@@ -151,7 +165,7 @@ class Plan:
 
     @property
     def steps(self) -> tuple[Node, ...]:
-        return tuple(self.root.postorder())
+        return () if self.root is None else tuple(self.root.postorder())
 
     @property
     def speedup(self) -> float:
@@ -159,21 +173,22 @@ class Plan:
 
     @property
     def largest_intermediate(self) -> int:
-        return max(step.structure.size for step in self.steps)
-
-    @property
-    def peak_memory(self) -> int:
-        return self.tape_floats + self.root.peak
+        return max((step.structure.size for step in self.steps), default=0)
 
     @property
     def memory(self):
-        """The bytes model of one compiled call in ``dtype`` (float32 unless planned for another) (:func:`~jacket.planning._memory.plan_memory`):
-        XLA's temporaries, result and arguments, per step."""
+        """The bytes model of one compiled call in ``dtype`` (float32 unless planned for another)
+        (:func:`~jacket.planning._memory.plan_memory`): XLA's temporaries, result and arguments,
+        per step. Input Jacobians only (``argnums=1``)."""
+        if self.argnums == 0:
+            raise NotImplementedError("the bytes model covers the input Jacobian's plans (argnums=1); the "
+                                      "parameter Jacobian's plans (argnums=0) have none yet")
         from ._memory import plan_memory
         return plan_memory(self, self.dtype)
 
     def __repr__(self):
-        return f"Plan({self.order!r}, fma={self.fma:,})"
+        wrt = ", argnums=0" if self.argnums == 0 else ""
+        return f"Plan({self.order!r}, fma={self.fma:,}{wrt})"
 
     def __str__(self):
         return self.table()
@@ -188,6 +203,9 @@ class Plan:
         """The printed summary: totals, speedup, memory, and one row per step (``live MB``: the
         bytes model's buffers live at the step's worst moment besides the output, the tape
         included; the output allocation may hold one of them)."""
+        if self.argnums == 0:
+            from ._params_table import params_table
+            return params_table(self)
         width = max(len(str(self.dims)), 12)
         head = [
             f"  Jacobian of a chain with {self._described_shapes()}: {self.dims[-1]}×{self.dims[0]}",
@@ -197,9 +215,6 @@ class Plan:
             f"  {'this plan:':<24}{self.fma:>{width},} fma",
             f"  {'speedup vs best mode:':<24}{self.speedup:>{width}.3g}x",
             f"  {'largest intermediate:':<24}{self.largest_intermediate:>{width},} floats",
-            f"  {'peak memory:':<24}{self.peak_memory:>{width},} floats (activations included"
-            + ("; whole sweeps and tape: the bytes model below counts chunks and checkpoints)"
-               if self.chunk or self.checkpoint else ")"),
             f"  {'memory (model):':<24}{_mb(self.memory.temp_bytes)} MB temporaries, "
             f"{_mb(self.memory.result_bytes)} MB result",
         ]
@@ -220,7 +235,7 @@ class Plan:
         columns = ["step", "op", "factors", "result", "fma", "live MB"]
         if self.cost.predicts_time:
             forward, reverse = (_cached_plan(self.model.chain, o, self.devices, self.cost).predicted_s
-                                for o in ("forward", "reverse"))
+                                for o in ("forward", "reverse"))  # noqa: E501
             head.insert(5, f"  {'predicted time:':<24}{_ms(self.predicted_s):>{width}} "
                            f"(forward {_ms(forward).strip()}, reverse {_ms(reverse).strip()}; "
                            f"{self.cost.name} on {self.cost.rates.device})")
@@ -247,66 +262,86 @@ class Plan:
         return rows
 
 
-def resolve_cost(cost) -> CostModel:
-    """``"fma"`` (or ``None``), ``"calibrated"`` (this device's cached rates, measured first when
-    there are none), a :class:`~jacket.planning._costs.Rates` or a ``CostModel``."""
-    from ._costs import CalibratedCost, Rates
-    if cost is None or (isinstance(cost, str) and cost.strip().lower() == "fma"):
-        return FMA
-    if isinstance(cost, CostModel):
-        return cost
-    if isinstance(cost, Rates):
-        return CalibratedCost(cost)
-    if isinstance(cost, str) and cost.strip().lower() == "calibrated":
-        from ..tuning import rates_for
-        return CalibratedCost(rates_for())
-    raise ValueError(f"cost must be 'fma', 'calibrated', a Rates or a CostModel, got {cost!r}")
+def make_plan(chain, order="optimal", *, argnums: int = 1, devices: int = 1, cost: CostModel = FMA, chunk=None,
+              checkpoint=None, memory_limit=None, dtype=None, batch: int = 1) -> Plan:
+    """The :class:`Plan` of ``order`` for ``chain``'s Jacobian with respect to its input
+    (``argnums=1``) or its parameters (``argnums=0``): a Plan (returned as is if it fits the
+    chain), ``"forward"``, ``"reverse"``, ``"optimal"`` (the cheapest under ``cost``) or an order
+    string (``_orders.py``; ``_params.py`` for ``argnums=0``).
 
-
-def make_plan(chain, order="optimal", devices: int = 1, cost=None, dtype=None, memory_limit=None,
-              chunk=None, batch: int = 1, checkpoint=None) -> Plan:
-    """The :class:`Plan` of ``order`` for ``chain``: a Plan (returned as is if it fits the chain),
-    ``"forward"``, ``"reverse"``, ``"optimal"`` (the cheapest under ``cost``), ``"fastest"``
-    (autotuned: the best few plans under the calibrated model compiled and timed on this device,
-    the winner cached on disk, :mod:`jacket.tuning`), or an order string (see ``_orders.py``).
     ``devices``: how many devices the TAN/ADJ seeds are split over (costs are per device).
-    ``cost``: see :func:`resolve_cost`; the plan is priced (and "optimal" chosen) under it.
-    ``dtype``: what "fastest" times and the memory model counts (default float32).
+    ``cost``: a cost model (``FMA``, or ``CalibratedCost(rates)``); the plan is priced (and
+    "optimal" chosen) under it. ``dtype``: what the memory model counts (default float32).
     ``memory_limit`` (bytes, or a string such as ``"64MB"``): the cheapest plan whose predicted
     bytes for a call of ``batch`` examples fit (``_limit.py``), its chunk size and checkpoints
     chosen too unless ``chunk`` / ``checkpoint`` fix them (:meth:`Plan.chunked`,
     :meth:`Plan.checkpointed`); a clear error naming the smallest limit found to fit when none does."""
+    if not isinstance(cost, CostModel):
+        raise TypeError(f"make_plan: cost must be a CostModel (the front door resolves 'fma' and 'calibrated'), "
+                        f"got {cost!r}")
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    if argnums == 0:
+        return _params_plan(chain, order, devices, cost, chunk, checkpoint, memory_limit)
     if isinstance(order, Plan):
-        if order.shapes != tuple(chain.shapes) or order.layers != tuple(chain.layers):
-            raise ValueError(f"this plan was made for another chain ({order.layers}, widths {order.dims}), "
-                             f"not {chain}: plan again with chain.plan(...)")
+        _check_fits(order, chain, 1)
         if memory_limit is None:
             _recheck(order, dtype, batch)
+            if dtype is not None and str(jnp_dtype(dtype)) != order.dtype and order.memory_limit is None:
+                order = dataclasses.replace(order, dtype=str(jnp_dtype(dtype)))
             return _with(order, chunk, checkpoint)
     elif not isinstance(order, str):
         raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"devices must be a positive integer, got {devices!r}")
     if chunk is not None and devices > 1:
         Plan.chunked(_cached_plan(chain, "forward", devices, FMA), chunk)  # the refusal, with its message
     named = order.strip().lower() if isinstance(order, str) else None
-    if named == "fastest":
-        if memory_limit is not None:
-            raise ValueError("order='fastest' does not take a memory_limit yet: use 'optimal' (the cheapest plan "
-                             "that fits under the cost model, cost='calibrated' for predicted time)")
-        from ..tuning import fastest_plan
-        return _with(fastest_plan(chain, devices=devices, dtype=dtype or "float32"), chunk, checkpoint)
-    cost = resolve_cost(cost)
     if memory_limit is not None:
         from ._limit import limited_plan
-        return limited_plan(chain, order, memory_limit, devices, cost, chunk, dtype or "float32", batch,
-                            checkpoint=checkpoint)
+        return limited_plan(chain, order, memory_limit, devices=devices, cost=cost, chunk=chunk,
+                            dtype=dtype or "float32", batch=batch, checkpoint=checkpoint)
     if not isinstance(order, Plan):
         order = _cached_plan(chain, named if named in ("forward", "reverse", "optimal") else order, devices, cost)
-    import dataclasses
-    if dtype is not None and str(dtype) != order.dtype:
-        order = dataclasses.replace(order, dtype=str(dtype))
+    if dtype is not None and str(jnp_dtype(dtype)) != order.dtype:
+        order = dataclasses.replace(order, dtype=str(jnp_dtype(dtype)))
     return _with(order, chunk, checkpoint)
+
+
+def _check_fits(plan, chain, argnums):
+    if plan.argnums != argnums:
+        what = {0: "the parameters (argnums=0)", 1: "the input (argnums=1)"}
+        raise ValueError(f"this plan is for the Jacobian with respect to {what[plan.argnums]}, not "
+                         f"{what[argnums]}: plan again with jacket.plan(chain, argnums={argnums})")
+    if plan.shapes != tuple(chain.shapes) or plan.layers != tuple(chain.layers):
+        raise ValueError(f"this plan was made for another chain ({plan.layers}, widths {plan.dims}), "
+                         f"not {chain}: plan again with jacket.plan(chain, argnums={argnums})")
+
+
+def _params_plan(chain, order, devices, cost, chunk, checkpoint, memory_limit) -> Plan:
+    refused = [f"{name}={value!r}" for name, value in (("chunk", chunk), ("checkpoint", checkpoint),
+                                                       ("memory_limit", memory_limit)) if value is not None]
+    if devices != 1:
+        refused.append(f"a mesh of {devices} devices")
+    if cost != FMA:
+        refused.append(f"cost={cost.name!r}")
+    if refused:
+        raise ValueError(f"the parameter Jacobian (argnums=0) is planned by fma on one device, without chunks, "
+                         f"checkpoints or a memory limit for now; got {', '.join(refused)}")
+    if isinstance(order, Plan):
+        _check_fits(order, chain, 0)
+        return order
+    if not isinstance(order, str):
+        raise TypeError(f"order must be a string or a Plan, got {type(order).__name__}")
+    return _cached_params_plan(chain, order)
+
+
+@lru_cache(maxsize=512)
+def _cached_params_plan(chain, order: str) -> Plan:
+    from ._params import ParamsModel, params_root
+    model = ParamsModel(chain)
+    root, name = params_root(model, order)
+    forward, reverse = (model.tree(model.whole(mode)) for mode in ("forward", "reverse"))
+    return Plan(root, model.dims, 0 if forward is None else forward.fma, 0 if reverse is None else reverse.fma,
+                name, 1, tuple(chain.layers), tuple(chain.shapes), FMA, model, argnums=0)
 
 
 def _recheck(plan, dtype, batch):
@@ -321,8 +356,8 @@ def _recheck(plan, dtype, batch):
     if need > plan.memory_limit:
         raise ValueError(f"this plan was made under memory_limit={plan.memory_limit} bytes for {plan.batch} "
                          f"example(s) in {plan.dtype}; for {batch} in {other.dtype} it needs {need} bytes: plan "
-                         f"for these inputs (chain.plan(..., memory_limit=, dtype=, batch=) or "
-                         f"chain.jacobian(..., memory_limit=))")
+                         f"for these inputs (jacket.plan(chain, 1, memory_limit=…)(params, x) or "
+                         f"jacket.jacobian(chain, 1, memory_limit=…))")
 
 
 def _with(plan, chunk, checkpoint):
@@ -331,8 +366,8 @@ def _with(plan, chunk, checkpoint):
 
 
 def _plan_of(chain, model, root, name, cost) -> Plan:
-    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, model.tape_floats,
-                name, model.devices, tuple(chain.layers), tuple(chain.shapes), cost, model)
+    return Plan(root, model.dims, model.tan(1, model.n).fma, model.adj(1, model.n).fma, name, model.devices,
+                tuple(chain.layers), tuple(chain.shapes), cost, model)
 
 
 @lru_cache(maxsize=512)

@@ -67,6 +67,7 @@ def check_layer(layer, params=None, x=None, *, key=None, in_shape=None, dtype=No
     ``layer.init(key)``) and ``x`` (default: random, one example and, unless ``batch=False`` for a
     layer written for one example only, a batch). Returns the
     :class:`Report`, or raises :class:`RuleError` naming the layer, rule, argument, case and worst element."""
+    _check_kind(layer, "check_layer", "layer")
     dtype = _resolve_dtype(dtype, x, params)
     with _x64_for(dtype):
         key, rng = _keys(key)
@@ -90,6 +91,7 @@ def check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, 
     """Check ``Chain.jvp`` / ``Chain.vjp`` of the whole chain against JAX, then every layer with
     :func:`check_layer`'s comparisons at the chain's own activations; a failure names the first
     bad layer, counted from 1 as in ``Chain``'s messages."""
+    _check_kind(chain, "check_chain", "chain")
     dtype = _resolve_dtype(dtype, x, params)
     with _x64_for(dtype):
         key, rng = _keys(key)
@@ -113,21 +115,31 @@ def check_chain(chain, params=None, x=None, *, key=None, dtype=None, atol=None, 
                      first=deepest[0] if deepest else None)
 
 
+def _check_kind(subject, where, wanted):
+    """A clear TypeError unless ``subject`` is a layer (``wanted="layer"``) or a Chain."""
+    from ..compose import Chain
+    from ..core import Layer
+    name = getattr(subject, "__name__", type(subject).__name__)
+    if isinstance(subject, type):
+        raise TypeError(f"{where}: got the class {name}, not an instance: write {name}(…)")
+    if wanted == "chain" and isinstance(subject, Layer) and not isinstance(subject, Chain):
+        raise TypeError(f"{where}: takes a jacket.Chain, got the layer {subject!r}: use check_layer({subject!r}) or "
+                        f"wrap it, check_chain(jacket.Chain([{subject!r}]))")
+    if not isinstance(subject, Chain if wanted == "chain" else Layer):
+        raise TypeError(f"{where}: takes a jacket.{'Chain' if wanted == 'chain' else 'Layer'}, got {subject!r} ({name})")
+
+
 def _check_layers(chain, params, cases, rng, tols, report, prefix):
     """Every layer of ``chain`` at the chain's own activations, then, inside every block (a nested
     Chain, a Residual, a Parallel branch), its layers at theirs; names are paths such as
     ``layer 3 → Residual → layer 2: Dense(8, 8)``."""
-    from ..compose import Block, Chain
     tapes = [_tape(chain, params, xx) for _, xx in cases]
     for i, (layer, p) in enumerate(zip(chain.layers, params), 1):
         inputs = [(case, tape[i - 1]) for (case, _), tape in zip(cases, tapes)]
         _check_cases(_Subject(f"{prefix}layer {i}: {layer!r}", layer, chain.shapes[i - 1]), p, inputs, rng, tols,
                      report)
-        if isinstance(layer, Chain):
-            _check_layers(layer, p, inputs, rng, tols, report, f"{prefix}layer {i} → Chain → ")
-        elif isinstance(layer, Block):
-            for (name, inner), inner_params in zip(layer.named_chains(), layer._per_chain(p)):
-                _check_layers(inner, inner_params, inputs, rng, tols, report, f"{prefix}layer {i} → {name} → ")
+        for (name, inner), inner_params in zip(layer.named_chains(), layer.split_params(p)):  # a composite
+            _check_layers(inner, inner_params, inputs, rng, tols, report, f"{prefix}layer {i} → {name} → ")
 
 
 def parametrize_layers(*layers, dtypes=("float32", "float64")):

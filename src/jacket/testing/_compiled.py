@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from ..compose import pull, push, record
 from ..core import Layer
 from ..core._tangents import call_jvp, call_vjp, call_vjp_jvp
 
@@ -23,13 +24,14 @@ class _Subject:
         self.name, self.rules, self.in_shape = name, rules, tuple(in_shape)
         self.apply = rules.apply
         if isinstance(rules, Layer):
-            self.jvp = lambda params, x, y, x_dot, params_dot: call_jvp(rules, params, x, y, x_dot, params_dot)
-            self.vjp = lambda params, x, y, y_bar: call_vjp(rules, params, x, y, y_bar)
-            self.vjp_jvp = lambda *args: call_vjp_jvp(rules, *args)
+            self.jvp = lambda params, x, y, x_dot, params_dot: call_jvp(rules, params, x, y, x_dot, params_dot,
+                                                                        check=False)
+            self.vjp = lambda params, x, y, y_bar: call_vjp(rules, params, x, y, y_bar, check=False)
+            self.vjp_jvp = lambda *args: call_vjp_jvp(rules, *args, check=False)
         else:
             self.jvp, self.vjp, self.vjp_jvp = rules.jvp, rules.vjp, getattr(rules, "vjp_jvp", None)
         self.second_order = bool(getattr(rules, "has_second_order", False)) and self.vjp_jvp is not None
-        self.jacobian = rules._jacobian_rule if isinstance(rules, Layer) else getattr(rules, "jacobian", None)
+        self.jacobian = getattr(rules, "jacobian", None)
         self.structure = getattr(rules, "jacobian_structure", None)
 
     def one_example(self, x):
@@ -54,17 +56,18 @@ class _ChainRules:
         return self.chain.apply(params, x)
 
     def jvp(self, params, x, y, x_dot, params_dot=None):
-        return self.chain.jvp(params, x, x_dot, params_dot)[1]
+        y_dot = push(self.chain, params, x, x_dot, params_dot)[1]
+        return jnp.zeros_like(self.chain.apply(params, x)) if y_dot is None else y_dot
 
     def vjp(self, params, x, y, y_bar):
-        return self.chain.vjp(params, x)[1](y_bar)
+        return pull(self.chain, params, record(self.chain, params, x)[1], y_bar)
 
     @property
     def has_second_order(self):
         return bool(getattr(self.chain, "has_second_order", False))
 
     def vjp_jvp(self, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot):
-        return call_vjp_jvp(self.chain, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot)
+        return call_vjp_jvp(self.chain, params, x, y, y_bar, x_dot, params_dot, y_dot, y_bar_dot, check=False)
 
 
 def _attempt(fn, *args):
@@ -163,7 +166,7 @@ _references = _jit(lambda s, params, inputs, jac: [_references_body(s, params, *
 _apply_jit = _jit(lambda s, p, x: s.apply(p, x), 0)
 # the hand-written vjp at the stacked points of each case: the finite differences of vjp_jvp
 _pullbacks_jit = _jit(lambda s, points: [_vmapped_vjp(s, *pt) for pt in points], 0)
-_tape_jit = _jit(lambda chain, p, x: chain.forward(p, x)[1], 0)
+_tape_jit = _jit(lambda chain, p, x: record(chain, p, x)[1], 0)
 
 
 def _apply(s, params, x):
@@ -195,7 +198,7 @@ def _tape(chain, params, x):
     try:
         return _tape_jit(chain, params, x)
     except Exception:  # noqa: BLE001 - as in _apply
-        return chain.forward(params, x)[1]
+        return record(chain, params, x)[1]
 
 
 def _rules_one_by_one(s, params, x, y_bar, directions, second, fd_points, jacobian):

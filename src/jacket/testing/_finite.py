@@ -5,7 +5,7 @@ import jax
 import numpy as np
 
 from ._cases import _put
-from ._compiled import _apply, _pullbacks
+from ._compiled import _apply
 
 
 _STEP = np.finfo(np.float64).eps ** (1 / 3)  # balances truncation error (∝ h²) and rounding (∝ ε/h)

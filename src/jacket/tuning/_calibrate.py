@@ -69,7 +69,9 @@ def _programs(big: bool):
     import jax
     import jax.numpy as jnp
     from ..compose import Chain, mlp
+    from ..execute import input_jacobian
     from ..layers import Dense, LayerNorm, Sigmoid, Softmax, Tanh
+    from ..planning import make_plan
     f32 = jnp.float32
     out = [("x + 1 (8 floats)", lambda x: x + 1, (jnp.ones(8, f32),),
             [1.0 if name in ("call", "step") else 0.0 for name in RATES])]
@@ -102,8 +104,8 @@ def _programs(big: bool):
         params = chain.init(jax.random.PRNGKey(0), f32)
         x = jax.random.normal(jax.random.PRNGKey(1), chain.in_shape, f32)
         for order in ("forward", "reverse", "optimal"):
-            plan = chain.plan(order)
-            out.append((f"{name}: {order}", lambda p, x, chain=chain, plan=plan: chain.jacobian(p, x, plan),
+            plan = make_plan(chain, order)
+            out.append((f"{name}: {order}", lambda p, x, chain=chain, plan=plan: input_jacobian(chain, plan, p, x),
                         (params, x), _plan_features(plan)))
     return out
 

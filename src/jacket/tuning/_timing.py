@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-__all__ = ["median_seconds", "interleaved_medians"]
+__all__ = ["median_seconds", "interleaved_medians", "interleaved_samples"]
 
 
 def _sample(compiled, args, number: int) -> float:
@@ -29,6 +29,12 @@ def median_seconds(fn, args, repeats: int = 5, min_sample_s: float = 0.01, warmu
 def interleaved_medians(fns: dict, args, rounds: int = 7, min_sample_s: float = 0.01) -> dict:
     """``{name: seconds per call}`` of several functions of the same ``args``, timed in rounds
     A B C, B C A, …, each the median over rounds: slow drift of the machine hits all alike."""
+    return {name: statistics.median(values)
+            for name, values in interleaved_samples(fns, args, rounds, min_sample_s).items()}
+
+
+def interleaved_samples(fns: dict, args, rounds: int = 7, min_sample_s: float = 0.01) -> dict:
+    """``{name: [seconds per call in round r]}``, the rounds as in :func:`interleaved_medians`."""
     import jax
     compiled, number = {}, {}
     for name, fn in fns.items():
@@ -39,4 +45,4 @@ def interleaved_medians(fns: dict, args, rounds: int = 7, min_sample_s: float = 
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             samples[name].append(_sample(compiled[name], args, number[name]))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples

@@ -11,6 +11,7 @@ import pytest
 
 import jacket
 from jacket.execute.sharding import data_parallel, make_mesh
+from jacket.planning import make_plan
 
 jax.config.update("jax_enable_x64", True)
 
@@ -39,8 +40,8 @@ def test_sharded_jacobian_equals_single_device(name, order, devices):
     # seed counts 7, 5, 9, 3 are not multiples of 2 or 4: uneven splits are padded
     chain, params, x = _setup(name)
     mesh = make_mesh(devices)
-    single = chain.jacobian(params, x, order)
-    sharded = chain.jacobian(params, x, order, mesh=mesh)
+    single = jacket.jacobian(chain, 1, order=order)(params, x)
+    sharded = jacket.jacobian(chain, 1, order=order, mesh=mesh)(params, x)
     np.testing.assert_allclose(sharded, single, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sharded, jax.jacfwd(chain.apply, argnums=1)(params, x), rtol=1e-10, atol=1e-12)
 
@@ -53,15 +54,18 @@ def test_uneven_split_is_really_uneven():
 def test_sharded_computation_is_partitioned():
     chain, params, x = _setup("mlp")
     mesh = make_mesh(4)
-    compiled = jax.jit(lambda p, xi: chain.jacobian(p, xi, "forward", mesh=mesh)).lower(params, x).compile()
+    compiled = jax.jit(jacket.jacobian(chain, 1, order="forward", mesh=mesh)).lower(params, x).compile()
     text = compiled.as_text()
     assert "num_partitions=4" in text  # one SPMD program for 4 devices, not 4 copies of the work
 
 
 def test_plan_counts_cost_per_device():
-    chain, _, _ = _setup("bottleneck")
-    one, four = chain.plan("forward"), chain.plan("forward", devices=4)
+    chain, params, x = _setup("bottleneck")
+    one, four = make_plan(chain, "forward"), make_plan(chain, "forward", devices=4)
     assert four.devices == 4 and "devices" in str(four)
+    # at the front door: a number of devices, or the mesh itself, for one example
+    assert jacket.plan(chain, 1, order="forward", mesh=4)(params, x) == four
+    assert jacket.plan(chain, 1, order="forward", mesh=make_mesh(4))(params, x) == four
     # 9 tangent columns: ceil(9 / 4) = 3 per device
     assert four.fma * 9 == one.fma * 3
 
@@ -71,9 +75,17 @@ def test_sharded_batched_jacobian(batch):
     chain, params, _ = _setup("structured")
     xb = jax.random.normal(jax.random.key(2), (batch, chain.dims[0]), jnp.float64)
     mesh = make_mesh(4)
-    sharded = chain.jacobian(params, xb, "optimal", mesh=mesh)
-    assert sharded.shape == (batch, chain.dims[-1], chain.dims[0])
-    np.testing.assert_allclose(sharded, chain.jacobian(params, xb, "optimal"), rtol=1e-12, atol=1e-14)
+    # the Jacobian of the batched call, (batch,) + s_N + (batch,) + s_0, with the examples split over the mesh
+    sharded = jacket.jacobian(chain, 1, order="optimal", mesh=mesh)(params, xb)
+    assert sharded.shape == (batch, chain.dims[-1], batch, chain.dims[0])
+    np.testing.assert_allclose(sharded, jacket.jacobian(chain, 1, order="optimal")(params, xb), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sharded, jax.jacfwd(chain.apply, argnums=1)(params, xb), rtol=1e-10, atol=1e-12)
+    # and per example, as the executor's batched path returns them
+    per_example = jacket.execute.input_jacobian(chain, make_plan(chain, "optimal"), params, xb, batched=True,
+                                                mesh=mesh)
+    assert per_example.shape == (batch, chain.dims[-1], chain.dims[0])
+    np.testing.assert_allclose(per_example, jax.vmap(jax.jacfwd(chain.apply, argnums=1), in_axes=(None, 0))(params, xb),
+                               rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)])
@@ -119,16 +131,17 @@ def test_train_command_with_devices(capsys):
 def test_the_plan_is_made_for_what_runs(monkeypatch):
     """One example on a mesh: seeds split, planned for mesh.size devices. A batch on a mesh: the
     examples are split and every device runs the one-device plan, so it is planned for one."""
-    from jacket.execute import _executor
+    import jacket.planning
     asked = []
-    real = _executor.make_plan
-    monkeypatch.setattr(_executor, "make_plan", lambda chain, order, devices, **kw: asked.append(devices) or
-                        real(chain, order, devices, **kw))
+    real = jacket.planning.make_plan
+    monkeypatch.setattr(jacket.planning, "make_plan", lambda chain, order, **kw: asked.append(kw.get("devices", 1))
+                        or real(chain, order, **kw))
     chain, params, x = _setup("bottleneck")
     mesh = make_mesh(4)
     batch = jnp.stack([x, 2 * x, -x])
-    one = chain.jacobian(params, x, "optimal", mesh=mesh)
-    many = chain.jacobian(params, batch, "optimal", mesh=mesh)
+    one = jacket.jacobian(chain, 1, order="optimal", mesh=mesh)(params, x)
+    many = jacket.jacobian(chain, 1, order="optimal", mesh=mesh)(params, batch)
     assert asked == [4, 1]
-    np.testing.assert_allclose(many[1], chain.jacobian(params, batch[1], "optimal"), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(one, many[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(many[1, :, 1], jacket.jacobian(chain, 1, order="optimal")(params, batch[1]),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(one, many[0, :, 0], rtol=1e-10, atol=1e-12)

@@ -1,10 +1,10 @@
-"""Checkpointed backprop (compose/_checkpoint.py): value_and_grad(checkpoint=...) equals the full
-tape (to rounding: XLA:CPU may compile a recomputed layer a few ulps differently) and jax.grad
-in float64 on random chains and blocks, for one-level schedules
-and the two-level one; hvp and ggn_vp with a checkpoint equal their full-tape products and JAX's;
-the segments are what was asked for, bad arguments are refused, and the compiled program really
-holds fewer activations, fewer still with two levels (XLA's memory analysis of a deep chain;
-compile only, no timing)."""
+"""Checkpointed backprop and curvature (the transforms' ``checkpoint=``, over compose/_checkpoint.py
+and jacket.checkpointing): value_and_grad(checkpoint=...) equals the full tape (to rounding:
+XLA:CPU may compile a recomputed layer a few ulps differently) and jax.grad in float64 on random
+chains and blocks, for one-level schedules and the two-level one; hvp and ggn_vp with a checkpoint
+equal their full-tape products and JAX's; bad arguments are refused, and the compiled program
+really holds fewer activations, fewer still with two levels (XLA's memory analysis of a deep
+chain; compile only, no timing). (The sweeps themselves: tests/compose/test_checkpointed_pull.py.)"""
 from __future__ import annotations
 
 import jax
@@ -14,7 +14,7 @@ import pytest
 from conftest import FLOAT32, FLOAT64, assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_blocks import trees
+from _helpers.trees import trees
 
 import jacket
 from jacket.checkpointing import schedule
@@ -92,7 +92,7 @@ def check_curvature_products(chain, seed, checkpoints):
         out = []
         for name, make, vec, ref in (
                 ("hvp", jacket.hvp, v, jax.jvp(lambda p: jax.grad(L)(p, x), (params,), (v,))[1]),
-                ("hvp_x", lambda *a, **k: jacket.hvp(*a, wrt="x", **k), v_x,
+                ("hvp_x", lambda *a, **k: jacket.hvp(*a, argnums=1, **k), v_x,
                  jax.jvp(lambda x: jax.grad(L, argnums=1)(params, x), (x,), (v_x,))[1]),
                 ("ggn", jacket.ggn_vp, v, jax.vjp(lambda q: chain.apply(q, x), params)[1](u)[0])):
             if name.startswith("hvp") and not chain.has_second_order:

@@ -1,4 +1,4 @@
-"""Curvature products (compose/_curvature.py) against JAX in float64: Hessian-vector products
+"""Curvature products (transforms/_curvature.py) against JAX in float64: Hessian-vector products
 with respect to params and x, Gauss-Newton-vector products and dense Hessians, on small MLPs for
 every activation with a second-order rule and every loss, on a chain of Residual and Parallel
 blocks, on user layers with their own ``vjp_jvp``, on random small chains (hypothesis); and the
@@ -122,7 +122,7 @@ def products(chain, loss, params, x, target, v, v_x, hessians=False):
     out = {
         "hvp": (jacket.hvp(chain, loss)(params, x, target, v),
                 jax.jvp(jax.grad(L), (params, x), (v, jnp.zeros_like(x)))[1]),
-        "hvp_x": (jacket.hvp(chain, loss, wrt="x")(params, x, target, v_x),
+        "hvp_x": (jacket.hvp(chain, loss, argnums=1)(params, x, target, v_x),
                   jax.jvp(jax.grad(L, argnums=1), (params, x), (jax.tree_util.tree_map(jnp.zeros_like, v), v_x))[1]),
         "ggn": (jacket.ggn_vp(chain, loss)(params, x, target, v), ggn_ref(params, v)),
     }
@@ -130,7 +130,7 @@ def products(chain, loss, params, x, target, v, v_x, hessians=False):
         flat, unravel = ravel_pytree(params)
         out["hessian"] = (jacket.hessian(chain, loss)(params, x, target),
                           jax.hessian(lambda f: L(unravel(f), x))(flat))
-        out["hessian_x"] = (jacket.hessian(chain, loss, wrt="x")(params, x, target),
+        out["hessian_x"] = (jacket.hessian(chain, loss, argnums=1)(params, x, target),
                             jax.hessian(L, argnums=1)(params, x))
     return out
 
@@ -250,7 +250,7 @@ def test_a_layer_without_a_second_order_rule_is_named_by_its_path():
     with pytest.raises(NotImplementedError, match=pattern):
         jacket.hvp(chain, loss)
     with pytest.raises(NotImplementedError, match=pattern):
-        jacket.hessian(chain, loss, wrt="x")
+        jacket.hessian(chain, loss, argnums=1)
     with pytest.raises(NotImplementedError, match=r"Residual → layer 1 \(FirstOrderOnly\(\)\)"):
         chain[1].vjp_jvp({}, jnp.ones(3), None, jnp.ones(3), jnp.ones(3), None, None, None)
 
@@ -264,11 +264,56 @@ def test_a_layer_without_a_second_order_rule_is_named_by_its_path():
 
 def test_bad_arguments_are_refused():
     chain = jacket.mlp([3, 4, 2])
-    with pytest.raises(ValueError, match="wrt must be 'params' or 'x'"):
-        jacket.hvp(chain, jacket.MeanSquaredError(), wrt="w")
-    with pytest.raises(TypeError, match="expects a jacket.Loss"):
+    loss = jacket.MeanSquaredError()
+    for make in (jacket.hvp, jacket.ggn_vp, jacket.hessian):
+        for bad in ("x", "params", 2, True, (0, 1)):
+            with pytest.raises(ValueError, match=r"argnums must be 0 \(the parameters\) or 1 \(the input x\)"):
+                make(chain, loss, argnums=bad)
+        with pytest.raises(TypeError):  # every option is keyword-only
+            make(chain, loss, 1)
+    with pytest.raises(TypeError, match=r"jacket.ggn_vp: its second argument must be a jacket.Loss"):
         jacket.ggn_vp(chain, "mse")
     params = chain.init(jax.random.PRNGKey(0), jnp.float64)
-    with pytest.raises(ValueError, match="v has shape"):
-        jacket.hvp(chain, jacket.MeanSquaredError(), wrt="x")(params, jnp.ones((2, 3)), jnp.ones((2, 2)),
-                                                              jnp.ones((3,)))
+    x, target = jnp.ones((2, 3)), jnp.ones((2, 2))
+    with pytest.raises(ValueError, match=r"jacket.hvp: v has shape \(3,\) but must have the shape of x, \(2, 3\)"):
+        jacket.hvp(chain, loss, argnums=1)(params, x, target, jnp.ones((3,)))
+    with pytest.raises(TypeError, match=r"with argnums=1, v must be an array shaped like x"):
+        jacket.ggn_vp(chain, loss, argnums=1)(params, x, target, params)
+
+
+def test_tangents_of_the_wrong_shape_name_the_layer_and_leaf():
+    """``v`` along the parameters is checked as params are: the layer, the leaf and both shapes."""
+    chain = jacket.Chain([jacket.Dense(3, 4), jacket.Tanh(), jacket.Dense(4, 2)])
+    loss = jacket.MeanSquaredError()
+    params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+    x, target = jnp.ones((2, 3)), jnp.ones((2, 2))
+    swapped = ({"w": params[0]["w"].T, "b": params[0]["b"]},) + params[1:]
+    missing_bias = ({"w": params[0]["w"]},) + params[1:]
+    for make in (jacket.hvp, jacket.ggn_vp):
+        where = make.__name__
+        fn = make(chain, loss)
+        with pytest.raises(ValueError, match=rf"jacket.{where}: layer 1: v\[0\]\['w'\] for Dense\(3, 4\) has shape "
+                                             r"\(4, 3\), expected \(3, 4\)"):
+            fn(params, x, target, swapped)
+        with pytest.raises(ValueError, match=r"layer 1: v\[0\] for Dense\(3, 4\): missing v\[0\]\['b'\]"):
+            fn(params, x, target, missing_bias)
+        with pytest.raises(ValueError, match=rf"jacket.{where}: v must be a tuple with one entry per layer \(3\), "
+                                             r"got a tuple of length 2"):
+            fn(params, x, target, params[:2])
+
+
+def test_the_dense_hessian_is_refused_above_its_memory_limit_and_chunks_give_the_same_matrix():
+    chain, loss = jacket.mlp([3, 4, 2], "tanh"), jacket.MeanSquaredError()  # 26 parameters
+    params = chain.init(jax.random.PRNGKey(0), jnp.float64)
+    x, target = jnp.ones((2, 3)), jnp.ones((2, 2))
+    assert jacket.transforms.HESSIAN_LIMIT == 2 ** 30
+    with pytest.raises(ValueError, match=r"jacket.hessian: the Hessian over 26 parameters is a 26 × 26 matrix .* more "
+                                         r"than memory_limit=5,000 bytes; use jacket.hvp"):
+        jacket.hessian(chain, loss, memory_limit=5000)(params, x, target)
+    with pytest.raises(ValueError, match=r"the Hessian over 6 input entries"):
+        jacket.hessian(chain, loss, argnums=1, memory_limit="100B")(params, x, target)
+    both = jax.jit(lambda p, x, t: (jacket.hessian(chain, loss, chunk=5, memory_limit=None)(p, x, t),
+                                    jacket.hessian(chain, loss, memory_limit=26 * 26 * 8)(p, x, t)))
+    chunked, whole = both(params, x, target)
+    assert chunked.shape == (26, 26)
+    assert_close(chunked, whole, FLOAT64)
